@@ -1,0 +1,70 @@
+"""Run one experiment from a validated config: devices, task, optimiser, `fit`, summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .config.schema import ExperimentConfig
+
+
+def config_fingerprint(config: ExperimentConfig) -> str:
+    """A short hash of everything that shapes the model and data (not the run's length)."""
+    shaping = {"task": config.task, "model": config.model, "data": config.data}
+    text = json.dumps(shaping, default=lambda o: dataclasses.asdict(o), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run(config: ExperimentConfig) -> dict[str, Any]:
+    """Train the configured task and return its summary (also in `run_dir/results.json`).
+
+    Devices are configured first: simulated CPU devices and `jax.distributed` must be set up
+    before JAX runs any computation.
+    """
+    from .train import configure_host_devices, initialize_distributed
+
+    configure_host_devices(config.mesh.cpu_devices)
+    initialize_distributed(config.distributed)
+
+    import jax
+
+    from .tasks import TASKS
+    from .train import fit, make_mesh, make_optimizer
+
+    mesh = make_mesh(config.mesh)
+    task = TASKS[config.task].build(config)
+    optimizer = make_optimizer(config.optim, config.train.steps)
+    run_dir = Path(config.run_dir)
+    meta = {"fingerprint": config_fingerprint(config), "task": config.task}
+    result = fit(task, optimizer, config.train, run_dir, seed=config.seed, mesh=mesh, meta=meta)
+    summary = {
+        "task": config.task,
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "evaluation": dict(result.evaluation),
+        "resumed_from": result.resumed_from,
+        "wall_time_s": round(result.wall_time, 2),
+        "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+        "mesh": dict(mesh.shape),
+        "run_dir": str(run_dir),
+    }
+    if jax.process_index() == 0:
+        print(format_summary(summary))
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    evaluation = ", ".join(f"{k}={v:.4g}" for k, v in summary["evaluation"].items())
+    resumed = summary["resumed_from"]
+    lines = [
+        f"[adjoint-lab] {summary['task']}: {summary['steps']} steps in "
+        f"{summary['wall_time_s']} s on {summary['devices']} (mesh {summary['mesh']})"
+        + (f", resumed from step {resumed}" if resumed is not None else ""),
+        f"  final loss {summary['final_loss']:.4g}"
+        + (f"; eval {evaluation}" if evaluation else ""),
+        f"  run dir {summary['run_dir']}: metrics.jsonl, curves.png, checkpoints/, results.json",
+    ]
+    return "\n".join(lines)
