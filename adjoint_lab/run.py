@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     before JAX runs any computation.
     """
     from .train import configure_host_devices, initialize_distributed
+
+    # orbax logs every save step at INFO through absl; keep the run log readable.
+    for noisy in ("absl", "jax._src.xla_bridge"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     configure_host_devices(config.mesh.cpu_devices)
     initialize_distributed(config.distributed)

@@ -36,7 +36,7 @@ def _thawed(schema: type) -> DictConfig:
 
     def thaw(config: DictConfig) -> None:
         OmegaConf.set_readonly(config, False)
-        for key in config.keys():
+        for key in config:
             child = config._get_node(key)
             if isinstance(child, DictConfig):
                 thaw(child)

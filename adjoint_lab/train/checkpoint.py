@@ -127,6 +127,17 @@ class Checkpointer:
         leaves = [restored["state"][key] for key in expected]
         return jax.tree_util.tree_unflatten(treedef, leaves), dict(restored["meta"])
 
+    def read(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Checkpoint `step` as stored: a flat dict from leaf paths to arrays, and its meta.
+
+        For inspecting or comparing checkpoints without rebuilding the model.
+        """
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+        )
+        return {k: np.asarray(v) for k, v in restored["state"].items()}, dict(restored["meta"])
+
     def restore_latest(self, like: PyTree) -> tuple[PyTree, dict[str, Any]] | None:
         """Restore the newest readable checkpoint, or `None` if there is no checkpoint at all.
 

@@ -47,7 +47,7 @@ def test_two_processes_match_one(tmp_path):
         for i in range(2)
     ]
     outputs = [w.communicate(timeout=300) for w in workers]
-    for worker, (out, err) in zip(workers, outputs, strict=True):
+    for worker, (_out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
     assert "devices 4, mesh {'data': 4}" in outputs[0][0]
     multi = np.load(tmp_path / "multi" / "params0.npz")
