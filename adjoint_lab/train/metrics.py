@@ -73,22 +73,31 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path, title: str = "")
     names = sorted(
         {k for r in records for k, v in r.items() if k not in skip and isinstance(v, int | float)}
     )
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name in names:
+    losses = [n for n in names if n == "loss" or n.startswith("eval")]
+    others = [n for n in names if n not in losses]
+    panels = 1 + len(others)
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    axes = axes.ravel()
+    for name in losses + others:
         points = [(r["step"], r[name]) for r in records if isinstance(r.get(name), int | float)]
         if not points:
             continue
         steps, values = zip(*points, strict=True)
-        axis = axes[0] if name == "loss" or name.startswith("eval") else axes[1]
+        axis = axes[0] if name in losses else axes[1 + others.index(name)]
         axis.plot(steps, values, marker="." if len(points) < 30 else None, label=name)
-    for axis in axes:
-        axis.set_xlabel("step")
-        if axis.lines:
-            axis.legend(fontsize=8)
-    if axes[0].lines and all(min(line.get_ydata()) > 0 for line in axes[0].lines):
-        axes[0].set_yscale("log")
+        if name in others:
+            axis.set_title(name)
     axes[0].set_title("loss")
-    axes[1].set_title("other metrics")
+    if axes[0].lines:
+        axes[0].legend(fontsize=8)
+        if all(min(line.get_ydata()) > 0 for line in axes[0].lines):
+            axes[0].set_yscale("log")
+    for axis in axes[:panels]:
+        axis.set_xlabel("step")
+    for axis in axes[panels:]:
+        axis.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
