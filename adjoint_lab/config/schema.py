@@ -134,6 +134,14 @@ class GradientConfig:
 
     def validate(self) -> None:
         _one_of("name", self.name, ODE_GRADIENTS)
+        for name in ("seminorm", "adjoint_rtol", "adjoint_atol"):
+            value = getattr(self, name)
+            _require(
+                self.name == "backsolve" or value in (None, False),
+                name,
+                value,
+                "only applies to gradient=backsolve",
+            )
         _require(self.max_steps > 0, "max_steps", self.max_steps, "must be > 0")
         _require(
             self.checkpoints is None or self.checkpoints > 0,

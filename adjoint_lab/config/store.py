@@ -70,4 +70,18 @@ def to_experiment_config(config: DictConfig) -> ExperimentConfig:
     if experiment.task not in TASKS:
         raise ConfigError("task", experiment.task, f"choose one of {', '.join(TASKS)}")
     validate(experiment)
+    _check_combinations(experiment)
     return experiment
+
+
+def _check_combinations(config: ExperimentConfig) -> None:
+    """Checks that span two sections."""
+    gradient, solver = config.gradient, config.solver
+    backward_control = gradient.seminorm or gradient.adjoint_rtol or gradient.adjoint_atol
+    if gradient.name == "backsolve" and backward_control and not solver.adaptive:
+        raise ConfigError(
+            "gradient.seminorm",
+            gradient.seminorm,
+            "the seminorm and adjoint tolerances control adaptive backward steps; "
+            "set solver.adaptive=true, or drop them for constant steps",
+        )

@@ -79,6 +79,7 @@ def test_group_options_and_overrides_compose():
         ("data.window=1", "data.window", "[2, n_times"),
         ("model.activation=gelu", "model.activation", "tanh"),
         ("task=nonsense", "task", "node_spiral"),
+        ("gradient.seminorm=true", "gradient.seminorm", "only applies to gradient=backsolve"),
     ],
 )
 def test_invalid_values_name_the_field_and_the_allowed_values(override, field, hint):
@@ -87,6 +88,14 @@ def test_invalid_values_name_the_field_and_the_allowed_values(override, field, h
     assert info.value.field == field
     assert hint in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_backward_step_control_needs_an_adaptive_solver():
+    with pytest.raises(ConfigError, match="solver.adaptive=true") as info:
+        load("gradient=backsolve", "gradient.seminorm=true")
+    assert info.value.field == "gradient.seminorm"
+    config = load("gradient=backsolve", "gradient.seminorm=true", "solver.adaptive=true")
+    assert config.gradient.seminorm
 
 
 def test_type_errors_come_from_the_schema():
