@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..cnode import tasks as cnode_tasks
 from ..config.schema import ExperimentConfig
 from ..train.task import Task
 from . import node_spiral
@@ -27,5 +28,11 @@ TASKS: dict[str, TaskEntry] = {
             ("model", "vector_field"): node_spiral.VectorFieldConfig,
             ("data", "spiral"): node_spiral.SpiralDataConfig,
         },
+    ),
+    "cnode_classification": TaskEntry(
+        build=cnode_tasks.build_classification, schemas=cnode_tasks.CLASSIFICATION_SCHEMAS
+    ),
+    "cnode_crossing": TaskEntry(
+        build=cnode_tasks.build_crossing, schemas=cnode_tasks.CROSSING_SCHEMAS
     ),
 }
