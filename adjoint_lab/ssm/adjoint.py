@@ -1,0 +1,243 @@
+"""Adjoint sharding (Xu et al. 2025): gradients as independent vector–Jacobian products of
+the small per-token maps, from states stored by an evaluation-mode forward pass.
+
+The forward pass keeps, for every layer `k` and token `t`, the layer input `r_{k-1}^t` (from
+which `x_k^t = RMSNorm(r_{k-1}^t)`), the transition `a_k^t` and the state `h_k^t`, plus the
+head cotangent `g^t = ∂L/∂r_K^t` from the chunked loss; no autodiff tape. Then, per layer,
+with `G_k^t` the cotangent of the layer's output stream:
+
+- `𝒞`: one batched VJP of the readout at `(x_k^t, h_k^t)` with cotangent `G_k^t` gives the
+  readout's parameter gradient and `c^t = ∂L/∂h_k^t` (the paper's `C^tᵀ g^t`);
+- the aggregated adjoint `μ^i = Σ_{t≥i} Φ(t,i)ᵀ c^t` by one reverse associative scan
+  (`adjoint_lab.core.adjoint_states`); the paper's double sum `Σ_t Σ_{i≤t}` has the same
+  value, since the VJPs are linear in their cotangents;
+- `𝒜` and `ℬ`: batched VJPs at `x_k^i` with cotangents `μ^i ⊙ h_k^{i-1}` and `μ^i`.
+
+Which `G_k` a layer sees is what separates the methods:
+
+- `adjoint` (exact): `G_K = g` and `G_{k-1} = G_k + J_RMSNorm(r_{k-1})ᵀ ξ_k`, with `ξ_k` the
+  input-side cotangents of layer `k`'s VJPs: the residual-stream cotangent handed from layer
+  to layer (backpropagation through the stored states, with no tape). Equals `jax.grad`.
+- `adjoint_paper` and `truncated`: the paper's Proposition 3 gives every layer `G_k = g` (the
+  residual highway only), so all layers are independent. Exact for one layer; for `K ≥ 2` it
+  drops every path through later layers. The embedding receives `g + Σ_k J_RMSNormᵀ ξ_k`
+  (each layer's own path), exact for one layer too.
+
+`truncated` keeps for each output only the sources within `window` tokens (the paper's
+§4.3): `μ` becomes the windowed `μ̄` (`adjoint_lab.core.windowed_adjoint_states`). With
+`form="literal"`, `adjoint_paper` and `truncated` run the paper's double sum itself: for
+every output time `t`, one batched VJP over all sources `i` (O(T²) token-VJPs; small `T`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from ..core import adjoint_states, windowed_adjoint_states
+from .loss import chunked_loss_and_cotangent
+from .model import LayerWeights, Weights, a_map, b_map, embed, layer_forward, readout, rms_norm
+
+__all__ = ["Stored", "adjoint_value_and_grad", "forward_store", "layer_backward"]
+
+_A_KEYS = ("a_kernel", "a_bias")
+_B_KEYS = ("b_kernel", "b_bias")
+_C_KEYS = ("c_kernel", "c_bias", "out_kernel")
+
+
+class Stored(NamedTuple):
+    """What the evaluation-mode forward pass keeps (layers stacked on axis 0)."""
+
+    r_in: Float[Array, "K T B P"]  # layer inputs r_{k-1}
+    a: Float[Array, "K T B N"]  # transitions
+    h: Float[Array, "K T B N"]  # states
+    r_out: Float[Array, "T B P"]  # the final stream r_K
+
+
+def forward_store(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    eps: float,
+    h0: Float[Array, "K B N"] | None = None,
+) -> Stored:
+    """The evaluation-mode forward pass over all layers, keeping `r_{k-1}`, `a_k`, `h_k`."""
+
+    def step(r: Array, xs: tuple[LayerWeights, Array | None]):
+        w, h0k = xs
+        r_next, a, h = layer_forward(w, r, h0k, eps)
+        return r_next, (r, a, h)
+
+    r_out, (r_in, a, h) = lax.scan(step, embed(weights["embed"], inputs), (weights["layers"], h0))
+    return Stored(r_in, a, h, r_out)
+
+
+AdjointFn = Callable[[Array, Array], Array]
+
+
+def _subset(w: LayerWeights, keys: tuple[str, ...]) -> LayerWeights:
+    return {k: w[k] for k in keys}
+
+
+def _previous_states(h: Array, h0: Array | None) -> Array:
+    first = jnp.zeros_like(h[:1]) if h0 is None else h0[None]
+    return jnp.concatenate([first, h[:-1]], axis=0)
+
+
+def layer_backward(
+    w: LayerWeights,
+    r_in: Float[Array, "T B P"],
+    a: Float[Array, "T B N"],
+    h: Float[Array, "T B N"],
+    G: Float[Array, "T B P"],
+    *,
+    eps: float,
+    adjoint: AdjointFn = adjoint_states,
+    h0: Float[Array, "B N"] | None = None,
+    mu_end: Float[Array, "B N"] | None = None,
+) -> tuple[LayerWeights, Float[Array, "T B P"], Float[Array, "B N"]]:
+    """The gradients of one layer from its stored states and the cotangent `G` of its output.
+
+    **Arguments:**
+
+    - `w`, `r_in`, `a`, `h`: the layer's weights and stored input, transitions and states.
+    - `G`: the cotangent of the layer's output stream.
+    - `adjoint`: `(a, c) -> μ`, the adjoint states from the transitions and the direct
+        cotangents `c = ∂L/∂h` (exact, or windowed for the truncated method).
+    - `h0`: the state before the first step (zero if `None`), for chunks of a sequence.
+    - `mu_end`: `a_{s+1} ⊙ μ_{s+1}` from the step after the last (zero if `None`).
+
+    **Returns:**
+
+    `(∂L/∂w, J_RMSNorm(r_in)ᵀ ξ, a_1 ⊙ μ_1)`: the weight gradients, the cotangent this layer
+    adds to its input stream, and the adjoint carried to the step before the first.
+    """
+    x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_in, w["norm"])
+    # 𝒞 is local in time: its VJP gives the readout gradient and c = ∂L/∂h directly.
+    _, readout_vjp = jax.vjp(readout, _subset(w, _C_KEYS), x, h)
+    dw_c, dx_c, c = readout_vjp(G)
+    if mu_end is not None:
+        c = c.at[-1].add(mu_end)
+    mu = adjoint(a, c)
+    _, a_vjp = jax.vjp(a_map, _subset(w, _A_KEYS), x)
+    dw_a, dx_a = a_vjp(mu * _previous_states(h, h0))
+    _, b_vjp = jax.vjp(b_map, _subset(w, _B_KEYS), x)
+    dw_b, dx_b = b_vjp(mu)
+    dr, d_norm = norm_vjp(dx_a + dx_b + dx_c)
+    return {**dw_a, **dw_b, **dw_c, "norm": d_norm}, dr, a[0] * mu[0]
+
+
+def layer_backward_literal(
+    w: LayerWeights,
+    r_in: Float[Array, "T B P"],
+    a: Float[Array, "T B N"],
+    h: Float[Array, "T B N"],
+    G: Float[Array, "T B P"],
+    *,
+    eps: float,
+    window: int | None = None,
+) -> tuple[LayerWeights, Float[Array, "T B P"]]:
+    """`layer_backward` by the paper's double sum (Proposition 2, Eq. 7 when `window`).
+
+    For each output time `t`: `e^{t,i} = Φ(t,i)ᵀ c^t` for every source `i ≤ t` (and
+    `t - i < window`), then one batched VJP of `𝒜` and of `ℬ` over the sources. The `𝒞` term
+    is local in time, as in the aggregated form. O(T²) token-VJPs: a reference for small `T`.
+    """
+    T = a.shape[0]
+    window = T if window is None else window
+    x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_in, w["norm"])
+    _, readout_vjp = jax.vjp(readout, _subset(w, _C_KEYS), x, h)
+    dw_c, dx_c, c = readout_vjp(G)
+    _, a_vjp = jax.vjp(a_map, _subset(w, _A_KEYS), x)
+    _, b_vjp = jax.vjp(b_map, _subset(w, _B_KEYS), x)
+    h_prev = _previous_states(h, None)
+    source = jnp.arange(T).reshape((T,) + (1,) * (a.ndim - 1))
+
+    def one_output(carry, t):
+        dw_a, dw_b, dx = carry
+        # Φ(t,i) = a_t ⋯ a_{i+1}: a reverse cumulative product of the a_j with i < j ≤ t.
+        a_upto_t = jnp.where(source <= t, a, 1)
+        suffix = jnp.cumprod(a_upto_t[::-1], axis=0)[::-1]
+        phi = jnp.concatenate([suffix[1:], jnp.ones_like(suffix[:1])], axis=0)
+        kept = (source <= t) & (source > t - window)
+        e = jnp.where(kept, phi * c[t], 0)
+        ga, xa = a_vjp(e * h_prev)
+        gb, xb = b_vjp(e)
+        return (
+            jax.tree.map(jnp.add, dw_a, ga),
+            jax.tree.map(jnp.add, dw_b, gb),
+            dx + xa + xb,
+        ), None
+
+    zeros = jax.tree.map(jnp.zeros_like, (_subset(w, _A_KEYS), _subset(w, _B_KEYS), dx_c))
+    (dw_a, dw_b, dx_ab), _ = lax.scan(one_output, zeros, jnp.arange(T))
+    dr, d_norm = norm_vjp(dx_ab + dx_c)
+    return {**dw_a, **dw_b, **dw_c, "norm": d_norm}, dr
+
+
+def _embedding_gradient(weights: Weights, inputs: Array, G0: Array) -> Array:
+    table = jnp.zeros_like(weights["embed"])
+    return table.at[inputs.reshape(-1)].add(G0.reshape(-1, G0.shape[-1]))
+
+
+def adjoint_value_and_grad(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    eps: float,
+    loss_chunk: int,
+    exact: bool,
+    window: int | None = None,
+    literal: bool = False,
+) -> tuple[Float[Array, ""], Weights]:
+    """The loss and its gradient by adjoint sharding.
+
+    `exact=True` hands the residual-stream cotangent from layer to layer (`adjoint`);
+    `exact=False` gives every layer the head cotangent `g` (`adjoint_paper`, and `truncated`
+    with a `window`). `literal=True` runs the paper's double sum.
+    """
+    stored = forward_store(weights, inputs, eps)
+    loss, g, d_final_norm, d_head = chunked_loss_and_cotangent(
+        weights["final_norm"], weights["head"], stored.r_out, targets, mask, eps, loss_chunk, scale
+    )
+    if window is None:
+        adjoint: AdjointFn = adjoint_states
+    else:
+
+        def adjoint(a: Array, c: Array) -> Array:
+            return windowed_adjoint_states(a, c, window=window)
+
+    def backward(w, r_in, a, h, G):
+        if literal:
+            return layer_backward_literal(w, r_in, a, h, G, eps=eps, window=window)
+        return layer_backward(w, r_in, a, h, G, eps=eps, adjoint=adjoint)[:2]
+
+    xs = (weights["layers"], stored.r_in, stored.a, stored.h)
+    if exact:
+
+        def exact_step(G: Array, xs):
+            dw, dr = backward(*xs, G)
+            return G + dr, dw
+
+        G0, d_layers = lax.scan(exact_step, g, xs, reverse=True)
+    else:
+        # Every layer sees g: independent VJP work, summed into the embedding's cotangent.
+        def highway_step(acc: Array, xs):
+            dw, dr = backward(*xs, g)
+            return acc + dr, dw
+
+        G0, d_layers = lax.scan(highway_step, g, xs)
+    grads = {
+        "embed": _embedding_gradient(weights, inputs, G0),
+        "layers": d_layers,
+        "final_norm": d_final_norm,
+        "head": d_head,
+    }
+    return loss, grads

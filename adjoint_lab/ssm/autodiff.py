@@ -1,0 +1,72 @@
+"""The autodiff baselines: `backprop` (jax.grad through the model) and `remat` (the same with
+per-layer and time-chunk rematerialisation).
+
+`remat` is the strongest plain-autodiff baseline: the sequence is cut into chunks of `chunk`
+tokens; a `lax.scan` over chunks carries every layer's recurrent state, and the chunk body
+(all layers and the chunk's loss) is under `jax.checkpoint`, with each layer checkpointed
+again inside it. The backward pass stores only the `K × N` states at chunk boundaries and
+recomputes one chunk at a time (the pattern of Mamba's fused kernels and of axlearn's
+boundary-state backward).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from .loss import _chunk_loss, _chunks, chunked_loss
+from .model import LayerWeights, Weights, embed, final_stream, layer_forward
+
+__all__ = ["backprop_loss", "remat_loss"]
+
+
+def backprop_loss(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    eps: float,
+    loss_chunk: int,
+) -> Float[Array, ""]:
+    """The mean next-token loss, written for `jax.value_and_grad`."""
+    r = final_stream(weights, inputs, eps)
+    return scale * chunked_loss(
+        weights["final_norm"], weights["head"], r, targets, mask, eps, loss_chunk
+    )
+
+
+def remat_loss(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    eps: float,
+    chunk: int,
+) -> Float[Array, ""]:
+    """`backprop_loss` with per-layer and time-chunk rematerialisation."""
+    layers = weights["layers"]
+    K, N = layers["a_bias"].shape
+    B = inputs.shape[1]
+
+    @jax.checkpoint
+    def layer(r: Array, xs: tuple[LayerWeights, Array]) -> tuple[Array, Array]:
+        w, h0 = xs
+        r, _, h = layer_forward(w, r, h0, eps)
+        return r, h[-1]
+
+    @jax.checkpoint
+    def chunk_body(h: Array, xs: tuple[Array, Array, Array]) -> tuple[Array, Array]:
+        tokens, tgt, m = xs
+        r, h_end = lax.scan(layer, embed(weights["embed"], tokens), (layers, h))
+        return h_end, _chunk_loss(weights["final_norm"], weights["head"], r, tgt, m, eps)
+
+    h0 = jnp.zeros((K, B, N), layers["a_bias"].dtype)
+    xs = (_chunks(inputs, chunk), _chunks(targets, chunk), _chunks(mask, chunk))
+    _, losses = lax.scan(chunk_body, h0, xs)
+    return scale * jnp.sum(losses)

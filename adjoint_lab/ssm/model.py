@@ -1,0 +1,192 @@
+"""The selective diagonal SSM language model of Xu et al. (2025, §3.1) in Flax NNX.
+
+Token embedding `r_0`; `K` residual layers, each
+
+    x_t = RMSNorm(r_{t}),  a_t = 𝒜(x_t) ∈ (0,1)^N,  u_t = ℬ(x_t),  h_t = a_t ⊙ h_{t-1} + u_t,
+    z_t = 𝒞(x_t, h_t) = W_out (c(x_t) ⊙ h_t),  r ← r + z;
+
+then a final RMSNorm and the head. The per-token maps are single dense layers from the width
+`P` to the state size `N` (𝒜 with a sigmoid, so the diagonal transition lies in (0, 1)); `𝒞`
+is the token-dependent readout `C_t = W_out diag(c(x_t))`, a P×N matrix. This is the paper's
+"selective diagonal SSM with single-layer-MLP 𝒜, ℬ, 𝒞" (its §4.5, Table 1: every map's VJP
+costs N(2P+1) flops per token).
+
+The layers' parameters are stacked on a leading axis of size `K` with the mesh axis name
+`"layer"` in their sharding metadata, so the layers can be scanned over and partitioned over
+devices. The gradient methods (`adjoint_lab.ssm.value_and_grad`) work on the pure weights
+`nnx.state(model, nnx.Param).to_pure_dict()` through the functions below, which use a
+time-major layout `[T, batch, ...]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from .config import SSMConfig
+
+__all__ = [
+    "LAYER_AXIS",
+    "SSMLM",
+    "a_map",
+    "b_map",
+    "embed",
+    "layer_forward",
+    "readout",
+    "rms_norm",
+    "scan_states",
+]
+
+LAYER_AXIS = "layer"
+
+Weights = dict[str, Any]
+LayerWeights = dict[str, Array]
+
+
+# --------------------------------------------------------------------------------------
+# Pure pieces (time-major), shared by the forward pass and by every gradient method.
+# --------------------------------------------------------------------------------------
+
+
+def rms_norm(r: Float[Array, "... P"], scale: Float[Array, " P"], eps: float) -> Array:
+    """`r / rms(r) * scale` over the last axis."""
+    return r * lax.rsqrt(jnp.mean(r * r, axis=-1, keepdims=True) + eps) * scale
+
+
+def a_map(w: LayerWeights, x: Float[Array, "... P"]) -> Float[Array, "... N"]:
+    """𝒜: the diagonal transition `a_t = sigmoid(W_a x_t + b_a)`, in (0, 1)."""
+    return jax.nn.sigmoid(x @ w["a_kernel"] + w["a_bias"])
+
+
+def b_map(w: LayerWeights, x: Float[Array, "... P"]) -> Float[Array, "... N"]:
+    """ℬ: the input of the recurrence, `u_t = B_t x_t = W_b x_t + b_b`."""
+    return x @ w["b_kernel"] + w["b_bias"]
+
+
+def readout(
+    w: LayerWeights, x: Float[Array, "... P"], h: Float[Array, "... N"]
+) -> Float[Array, "... P"]:
+    """𝒞: the layer output `z_t = C_t h_t` with `C_t = W_out diag(W_c x_t + b_c)`."""
+    return ((x @ w["c_kernel"] + w["c_bias"]) * h) @ w["out_kernel"]
+
+
+def _compose(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
+    a1, b1 = first
+    a2, b2 = second
+    return a2 * a1, a2 * b1 + b2
+
+
+def scan_states(
+    a: Float[Array, " T *S"], u: Float[Array, " T *S"], h0: Float[Array, " *S"] | None = None
+) -> Float[Array, " T *S"]:
+    """`h_t = a_t ⊙ h_{t-1} + u_t` by `lax.associative_scan`, differentiated by plain autodiff.
+
+    This is the recurrence as a JAX model would write it; the adjoint methods never
+    differentiate it (they run `adjoint_lab.core.adjoint_states` instead).
+    """
+    if h0 is not None:
+        u = u.at[0].add(a[0] * h0)
+    return lax.associative_scan(_compose, (a, u))[1]
+
+
+def embed(table: Float[Array, "V P"], tokens: Int[Array, "T B"]) -> Float[Array, "T B P"]:
+    return jnp.take(table, tokens, axis=0)
+
+
+def layer_forward(
+    w: LayerWeights, r: Float[Array, "T B P"], h0: Float[Array, "B N"] | None, eps: float
+) -> tuple[Float[Array, "T B P"], Float[Array, "T B N"], Float[Array, "T B N"]]:
+    """One residual layer: returns `(r + z, a, h)`."""
+    x = rms_norm(r, w["norm"], eps)
+    a = a_map(w, x)
+    h = scan_states(a, b_map(w, x), h0)
+    return r + readout(w, x, h), a, h
+
+
+def layer_weights(weights: Weights, k: int) -> LayerWeights:
+    """The weights of layer `k` (one slice of the stacked layer parameters)."""
+    return {name: value[k] for name, value in weights["layers"].items()}
+
+
+# --------------------------------------------------------------------------------------
+# The module.
+# --------------------------------------------------------------------------------------
+
+
+def _param(value: Array, *names: str | None) -> nnx.Param:
+    # Sharding names as metadata only: placement happens when a layout shards the state.
+    return nnx.Param(value, sharding_names=names, eager_sharding=False)
+
+
+class _Layers(nnx.Module):
+    """The `K` layers' parameters, stacked on a leading `"layer"` axis."""
+
+    def __init__(self, config: SSMConfig, key: Array):
+        K, P, N = config.num_layers, config.width, config.state_size
+        dtype = jnp.dtype(config.param_dtype)
+        keys = jax.random.split(key, 5)
+
+        def normal(k: Array, shape: tuple[int, ...], std: float) -> Array:
+            return (std * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
+
+        # Transitions start between 0.9 and 0.999 (memories of 10 to 1000 tokens).
+        a0 = 1.0 - jnp.exp(
+            jax.random.uniform(keys[4], (K, N), minval=jnp.log(1e-3), maxval=jnp.log(0.1))
+        )
+        L = LAYER_AXIS
+        self.norm = _param(jnp.ones((K, P), dtype), L, None)
+        self.a_kernel = _param(normal(keys[0], (K, P, N), 0.1 / P**0.5), L, None, None)
+        self.a_bias = _param(jnp.log(a0 / (1 - a0)).astype(dtype), L, None)
+        self.b_kernel = _param(normal(keys[1], (K, P, N), 1 / P**0.5), L, None, None)
+        self.b_bias = _param(jnp.zeros((K, N), dtype), L, None)
+        self.c_kernel = _param(normal(keys[2], (K, P, N), 1 / P**0.5), L, None, None)
+        self.c_bias = _param(jnp.ones((K, N), dtype), L, None)
+        self.out_kernel = _param(normal(keys[3], (K, N, P), 1 / (N * K) ** 0.5), L, None, None)
+
+
+class SSMLM(nnx.Module):
+    """The selective diagonal SSM language model (see the module docstring).
+
+    **Arguments:**
+
+    - `config`: the shapes, an `SSMConfig` (or a preset: `ssm.preset("ssm-ref")`).
+    - `rngs`: `nnx.Rngs` for the initial parameters.
+
+    Calling the model on int tokens `[batch, T]` returns the logits `[batch, T, V]`; for
+    training at long context use `adjoint_lab.ssm.value_and_grad`, which never holds the
+    `T × V` logits.
+    """
+
+    def __init__(self, config: SSMConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        V, P = config.vocab_size, config.width
+        dtype = jnp.dtype(config.param_dtype)
+        k_embed, k_head, k_layers = jax.random.split(rngs.params(), 3)
+        self.embed = _param(
+            jax.random.normal(k_embed, (V, P), jnp.float32).astype(dtype), None, None
+        )
+        self.layers = _Layers(config, k_layers)
+        self.final_norm = _param(jnp.ones((P,), dtype), None)
+        self.head = _param(
+            (jax.random.normal(k_head, (P, V), jnp.float32) / P**0.5).astype(dtype), None, None
+        )
+
+    def __call__(self, tokens: Int[Array, "B T"]) -> Float[Array, "B T V"]:
+        weights = nnx.state(self, nnx.Param).to_pure_dict()
+        r = final_stream(weights, tokens.T, self.config.norm_eps)
+        x = rms_norm(r, weights["final_norm"], self.config.norm_eps)
+        return jnp.swapaxes(x @ weights["head"], 0, 1)
+
+
+def final_stream(weights: Weights, tokens: Int[Array, "T B"], eps: float) -> Float[Array, "T B P"]:
+    """The residual stream `r_K` after all layers (a `lax.scan` over the stacked layers)."""
+
+    def step(r: Array, w: LayerWeights) -> tuple[Array, None]:
+        return layer_forward(w, r, None, eps)[0], None
+
+    return lax.scan(step, embed(weights["embed"], tokens), weights["layers"])[0]
