@@ -1,10 +1,11 @@
 """Adjoint sharding (Xu et al. 2025): gradients as independent vector–Jacobian products of
 the small per-token maps, from states stored by an evaluation-mode forward pass.
 
-The forward pass keeps, for every layer `k` and token `t`, the layer input `r_{k-1}^t` (from
-which `x_k^t = RMSNorm(r_{k-1}^t)`), the transition `a_k^t` and the state `h_k^t`, plus the
-head cotangent `g^t = ∂L/∂r_K^t` from the chunked loss; no autodiff tape. Then, per layer,
-with `G_k^t` the cotangent of the layer's output stream:
+The forward pass keeps, for every layer `k` and token `t`, the transition `a_k^t`, the
+selection `c_k^t` (so `C_k^t = W_out diag(c_k^t)`) and the state `h_k^t`; the paper's
+estimators also keep the layer input `r_{k-1}^t` (from which `x_k^t = RMSNorm(r_{k-1}^t)`).
+Then the head cotangent `g^t = ∂L/∂r_K^t` comes from the chunked loss; no autodiff tape.
+Per layer, with `G_k^t` the cotangent of the layer's output stream:
 
 - `𝒞`: one batched VJP of the readout at `(x_k^t, h_k^t)` with cotangent `G_k^t` gives the
   readout's parameter gradient and `c^t = ∂L/∂h_k^t` (the paper's `C^tᵀ g^t`);
@@ -18,6 +19,10 @@ Which `G_k` a layer sees is what separates the methods:
 - `adjoint` (exact): `G_K = g` and `G_{k-1} = G_k + J_RMSNorm(r_{k-1})ᵀ ξ_k`, with `ξ_k` the
   input-side cotangents of layer `k`'s VJPs: the residual-stream cotangent handed from layer
   to layer (backpropagation through the stored states, with no tape). Equals `jax.grad`.
+  It needs no stored layer inputs: since `z_k = W_out (c_k ⊙ h_k)`, the stream is walked
+  back as `r_{k-1} = r_k - z_k` from the stored `c`, `h` (exact up to one rounding), and the
+  VJPs of a layer run over chunks of tokens that overwrite `r` and `G` in place, so the
+  backward pass holds two `T × P` streams and `3N` numbers per token and layer.
 - `adjoint_paper` and `truncated`: the paper's Proposition 3 gives every layer `G_k = g` (the
   residual highway only), so all layers are independent. Exact for one layer; for `K ≥ 2` it
   drops every path through later layers. The embedding receives `g + Σ_k J_RMSNormᵀ ξ_k`
@@ -31,6 +36,7 @@ every output time `t`, one batched VJP over all sources `i` (O(T²) token-VJPs; 
 
 from __future__ import annotations
 
+import functools as ft
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -41,9 +47,27 @@ from jaxtyping import Array, Float, Int
 
 from ..core import adjoint_states, windowed_adjoint_states
 from .loss import chunked_loss_and_cotangent
-from .model import LayerWeights, Weights, a_map, b_map, embed, layer_forward, readout, rms_norm
+from .model import (
+    LayerWeights,
+    Weights,
+    a_map,
+    b_map,
+    c_map,
+    embed,
+    emit,
+    layer_forward,
+    readout,
+    rms_norm,
+)
 
-__all__ = ["Stored", "adjoint_value_and_grad", "forward_store", "layer_backward"]
+__all__ = [
+    "Stored",
+    "adjoint_value_and_grad",
+    "exact_layer_backward",
+    "exact_layers_backward",
+    "forward_store",
+    "layer_backward",
+]
 
 _A_KEYS = ("a_kernel", "a_bias")
 _B_KEYS = ("b_kernel", "b_bias")
@@ -53,8 +77,9 @@ _C_KEYS = ("c_kernel", "c_bias", "out_kernel")
 class Stored(NamedTuple):
     """What the evaluation-mode forward pass keeps (layers stacked on axis 0)."""
 
-    r_in: Float[Array, "K T B P"]  # layer inputs r_{k-1}
+    r_in: Float[Array, "K T B P"] | None  # layer inputs r_{k-1} (paper's estimators only)
     a: Float[Array, "K T B N"]  # transitions
+    c: Float[Array, "K T B N"]  # selections of the readout
     h: Float[Array, "K T B N"]  # states
     r_out: Float[Array, "T B P"]  # the final stream r_K
 
@@ -64,16 +89,21 @@ def forward_store(
     inputs: Int[Array, "T B"],
     eps: float,
     h0: Float[Array, "K B N"] | None = None,
+    *,
+    keep_inputs: bool = False,
 ) -> Stored:
-    """The evaluation-mode forward pass over all layers, keeping `r_{k-1}`, `a_k`, `h_k`."""
+    """The evaluation-mode forward pass over all layers, keeping `a_k`, `c_k`, `h_k` (and
+    the layer inputs `r_{k-1}` if `keep_inputs`)."""
 
     def step(r: Array, xs: tuple[LayerWeights, Array | None]):
         w, h0k = xs
-        r_next, a, h = layer_forward(w, r, h0k, eps)
-        return r_next, (r, a, h)
+        r_next, states = layer_forward(w, r, h0k, eps)
+        return r_next, (r if keep_inputs else None, *states)
 
-    r_out, (r_in, a, h) = lax.scan(step, embed(weights["embed"], inputs), (weights["layers"], h0))
-    return Stored(r_in, a, h, r_out)
+    r_out, (r_in, a, c, h) = lax.scan(
+        step, embed(weights["embed"], inputs), (weights["layers"], h0)
+    )
+    return Stored(r_in, a, c, h, r_out)
 
 
 AdjointFn = Callable[[Array, Array], Array]
@@ -131,6 +161,87 @@ def layer_backward(
     return {**dw_a, **dw_b, **dw_c, "norm": d_norm}, dr, a[0] * mu[0]
 
 
+def _maps(w: LayerWeights, x: Array) -> tuple[Array, Array, Array]:
+    return a_map(w, x), b_map(w, x), c_map(w, x)
+
+
+def exact_layer_backward(
+    w: LayerWeights,
+    a: Float[Array, "T B N"],
+    c: Float[Array, "T B N"],
+    h: Float[Array, "T B N"],
+    r: Float[Array, "T B P"],
+    G: Float[Array, "T B P"],
+    *,
+    eps: float,
+    chunk: int,
+    h0: Float[Array, "B N"] | None = None,
+    mu_end: Float[Array, "B N"] | None = None,
+) -> tuple[LayerWeights, Float[Array, "T B P"], Float[Array, "T B P"], Float[Array, "B N"]]:
+    """One layer of the exact method: from the layer's output stream `r = r_k` and its
+    cotangent `G = G_k`, the layer's gradients, `r_{k-1}` and `G_{k-1}`.
+
+    The time-global part is small: `∂L/∂h = c ⊙ (W_outᵀ G)` and the adjoint `μ` (`N` per
+    token). The per-token VJPs of 𝒜, ℬ, 𝒞 and of the norm then run over chunks of `chunk`
+    tokens, each writing its `r_{k-1}` and `G_{k-1}` over `r` and `G` in place.
+
+    **Returns:** `(∂L/∂w, r_{k-1}, G_{k-1}, a_1 ⊙ μ_1)`.
+    """
+    w_out = w["out_kernel"]
+    dz = G @ w_out.T  # ∂L/∂(c ⊙ h)
+    dh = dz * c
+    if mu_end is not None:
+        dh = dh.at[-1].add(mu_end)
+    mu = adjoint_states(a, dh)
+    d_out = jnp.einsum("...n,...p->np", c * h, G)
+    cotangents = (mu * _previous_states(h, h0), mu, dz * h)  # for 𝒜, ℬ and c
+    maps_w = {k: w[k] for k in _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")}
+
+    def one_chunk(j: Array, carry):
+        r, G, dw = carry
+        take = ft.partial(lax.dynamic_slice_in_dim, start_index=j * chunk, slice_size=chunk)
+        r_prev = take(r) - emit(w, take(c), take(h))
+        x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
+        _, maps_vjp = jax.vjp(_maps, maps_w, x)
+        dw_maps, dx = maps_vjp(tuple(take(t) for t in cotangents))
+        dr, d_norm = norm_vjp(dx)
+        r = lax.dynamic_update_slice_in_dim(r, r_prev, j * chunk, 0)
+        G = lax.dynamic_update_slice_in_dim(G, take(G) + dr, j * chunk, 0)
+        return r, G, jax.tree.map(jnp.add, dw, {**dw_maps, "norm": d_norm})
+
+    zeros = jax.tree.map(jnp.zeros_like, {**maps_w, "norm": w["norm"]})
+    r, G, dw = lax.fori_loop(0, r.shape[0] // chunk, one_chunk, (r, G, zeros))
+    return {**dw, "out_kernel": d_out}, r, G, a[0] * mu[0]
+
+
+def exact_layers_backward(
+    layers: LayerWeights,
+    stored: Stored,
+    g: Float[Array, "T B P"],
+    *,
+    eps: float,
+    chunk: int,
+    h0: Float[Array, "K B N"] | None = None,
+    mu_end: Float[Array, "K B N"] | None = None,
+) -> tuple[LayerWeights, Float[Array, "T B P"], Float[Array, "K B N"]]:
+    """The exact method over all layers, last to first (a reverse `lax.scan`).
+
+    **Returns:** `(∂L/∂layers, G_0, a_1 ⊙ μ_1 per layer)`.
+    """
+
+    def step(carry, xs):
+        r, G = carry
+        w, a, c, h, h0k, mu_end_k = xs
+        dw, r, G, mu_start = exact_layer_backward(
+            w, a, c, h, r, G, eps=eps, chunk=chunk, h0=h0k, mu_end=mu_end_k
+        )
+        return (r, G), (dw, mu_start)
+
+    xs = (layers, stored.a, stored.c, stored.h, h0, mu_end)
+    (_, G0), (d_layers, mu_start) = lax.scan(step, (stored.r_out, g), xs, reverse=True)
+    return d_layers, G0, mu_start
+
+
 def layer_backward_literal(
     w: LayerWeights,
     r_in: Float[Array, "T B P"],
@@ -184,6 +295,30 @@ def _embedding_gradient(weights: Weights, inputs: Array, G0: Array) -> Array:
     return table.at[inputs.reshape(-1)].add(G0.reshape(-1, G0.shape[-1]))
 
 
+def _highway_backward(
+    weights: Weights, stored: Stored, g: Array, eps: float, window: int | None, literal: bool
+) -> tuple[LayerWeights, Array]:
+    """The paper's estimator: every layer sees `g`; independent VJP work per layer, summed
+    into the embedding's cotangent."""
+    if window is None:
+        adjoint: AdjointFn = adjoint_states
+    else:
+
+        def adjoint(a: Array, c: Array) -> Array:
+            return windowed_adjoint_states(a, c, window=window)
+
+    def step(acc: Array, xs):
+        w, r_in, a, h = xs
+        if literal:
+            dw, dr = layer_backward_literal(w, r_in, a, h, g, eps=eps, window=window)
+        else:
+            dw, dr, _ = layer_backward(w, r_in, a, h, g, eps=eps, adjoint=adjoint)
+        return acc + dr, dw
+
+    G0, d_layers = lax.scan(step, g, (weights["layers"], stored.r_in, stored.a, stored.h))
+    return d_layers, G0
+
+
 def adjoint_value_and_grad(
     weights: Weights,
     inputs: Int[Array, "T B"],
@@ -203,37 +338,16 @@ def adjoint_value_and_grad(
     `exact=False` gives every layer the head cotangent `g` (`adjoint_paper`, and `truncated`
     with a `window`). `literal=True` runs the paper's double sum.
     """
-    stored = forward_store(weights, inputs, eps)
+    stored = forward_store(weights, inputs, eps, keep_inputs=not exact)
     loss, g, d_final_norm, d_head = chunked_loss_and_cotangent(
         weights["final_norm"], weights["head"], stored.r_out, targets, mask, eps, loss_chunk, scale
     )
-    if window is None:
-        adjoint: AdjointFn = adjoint_states
-    else:
-
-        def adjoint(a: Array, c: Array) -> Array:
-            return windowed_adjoint_states(a, c, window=window)
-
-    def backward(w, r_in, a, h, G):
-        if literal:
-            return layer_backward_literal(w, r_in, a, h, G, eps=eps, window=window)
-        return layer_backward(w, r_in, a, h, G, eps=eps, adjoint=adjoint)[:2]
-
-    xs = (weights["layers"], stored.r_in, stored.a, stored.h)
     if exact:
-
-        def exact_step(G: Array, xs):
-            dw, dr = backward(*xs, G)
-            return G + dr, dw
-
-        G0, d_layers = lax.scan(exact_step, g, xs, reverse=True)
+        d_layers, G0, _ = exact_layers_backward(
+            weights["layers"], stored, g, eps=eps, chunk=loss_chunk
+        )
     else:
-        # Every layer sees g: independent VJP work, summed into the embedding's cotangent.
-        def highway_step(acc: Array, xs):
-            dw, dr = backward(*xs, g)
-            return acc + dr, dw
-
-        G0, d_layers = lax.scan(highway_step, g, xs)
+        d_layers, G0 = _highway_backward(weights, stored, g, eps, window, literal)
     grads = {
         "embed": _embedding_gradient(weights, inputs, G0),
         "layers": d_layers,

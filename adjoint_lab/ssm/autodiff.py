@@ -57,8 +57,8 @@ def remat_loss(
     @jax.checkpoint
     def layer(r: Array, xs: tuple[LayerWeights, Array]) -> tuple[Array, Array]:
         w, h0 = xs
-        r, _, h = layer_forward(w, r, h0, eps)
-        return r, h[-1]
+        r, states = layer_forward(w, r, h0, eps)
+        return r, states.h[-1]
 
     @jax.checkpoint
     def chunk_body(h: Array, xs: tuple[Array, Array, Array]) -> tuple[Array, Array]:

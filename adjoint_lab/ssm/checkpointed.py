@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from .adjoint import _embedding_gradient, forward_store, layer_backward
+from .adjoint import _embedding_gradient, exact_layers_backward, forward_store
 from .loss import _chunks, chunked_loss_and_cotangent
 from .model import LayerWeights, Weights, embed, layer_forward
 
@@ -30,8 +30,8 @@ def _boundary_states(weights: Weights, chunks: Array, eps: float) -> Array:
     def chunk_step(h: Array, tokens: Array) -> tuple[Array, Array]:
         def layer(r: Array, xs: tuple[LayerWeights, Array]):
             w, h0 = xs
-            r, _, hs = layer_forward(w, r, h0, eps)
-            return r, hs[-1]
+            r, states = layer_forward(w, r, h0, eps)
+            return r, states.h[-1]
 
         _, h_end = lax.scan(layer, embed(weights["embed"], tokens), (layers, h))
         return h_end, h
@@ -62,14 +62,9 @@ def checkpointed_value_and_grad(
         value, g, d_final_norm, d_head = chunked_loss_and_cotangent(
             weights["final_norm"], weights["head"], stored.r_out, tgt, m, eps, chunk, scale
         )
-
-        def layer_step(G: Array, layer_xs):
-            w, r_in, a, h, h0, mu_end = layer_xs
-            dw, dr, mu_start = layer_backward(w, r_in, a, h, G, eps=eps, h0=h0, mu_end=mu_end)
-            return G + dr, (dw, mu_start)
-
-        layer_xs = (weights["layers"], stored.r_in, stored.a, stored.h, h_start, mu_carry)
-        G0, (d_layers, mu_start) = lax.scan(layer_step, g, layer_xs, reverse=True)
+        d_layers, G0, mu_start = exact_layers_backward(
+            weights["layers"], stored, g, eps=eps, chunk=chunk, h0=h_start, mu_end=mu_carry
+        )
         chunk_grads = {
             "embed": _embedding_gradient(weights, tokens, G0),
             "layers": d_layers,

@@ -20,7 +20,7 @@ time-major layout `[T, batch, ...]`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,8 +33,11 @@ from .config import SSMConfig
 __all__ = [
     "LAYER_AXIS",
     "SSMLM",
+    "LayerStates",
     "a_map",
     "b_map",
+    "c_map",
+    "emit",
     "embed",
     "layer_forward",
     "readout",
@@ -68,11 +71,23 @@ def b_map(w: LayerWeights, x: Float[Array, "... P"]) -> Float[Array, "... N"]:
     return x @ w["b_kernel"] + w["b_bias"]
 
 
+def c_map(w: LayerWeights, x: Float[Array, "... P"]) -> Float[Array, "... N"]:
+    """𝒞's selection: `c_t = W_c x_t + b_c`, so that `C_t = W_out diag(c_t)`."""
+    return x @ w["c_kernel"] + w["c_bias"]
+
+
+def emit(
+    w: LayerWeights, c: Float[Array, "... N"], h: Float[Array, "... N"]
+) -> Float[Array, "... P"]:
+    """The layer output `z_t = C_t h_t = W_out (c_t ⊙ h_t)` from the selection and the state."""
+    return (c * h) @ w["out_kernel"]
+
+
 def readout(
     w: LayerWeights, x: Float[Array, "... P"], h: Float[Array, "... N"]
 ) -> Float[Array, "... P"]:
     """𝒞: the layer output `z_t = C_t h_t` with `C_t = W_out diag(W_c x_t + b_c)`."""
-    return ((x @ w["c_kernel"] + w["c_bias"]) * h) @ w["out_kernel"]
+    return emit(w, c_map(w, x), h)
 
 
 def _compose(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -98,14 +113,23 @@ def embed(table: Float[Array, "V P"], tokens: Int[Array, "T B"]) -> Float[Array,
     return jnp.take(table, tokens, axis=0)
 
 
+class LayerStates(NamedTuple):
+    """One layer's per-token quantities: transition `a`, selection `c` and state `h`."""
+
+    a: Float[Array, "T B N"]
+    c: Float[Array, "T B N"]
+    h: Float[Array, "T B N"]
+
+
 def layer_forward(
     w: LayerWeights, r: Float[Array, "T B P"], h0: Float[Array, "B N"] | None, eps: float
-) -> tuple[Float[Array, "T B P"], Float[Array, "T B N"], Float[Array, "T B N"]]:
-    """One residual layer: returns `(r + z, a, h)`."""
+) -> tuple[Float[Array, "T B P"], LayerStates]:
+    """One residual layer: returns `r + z` and the layer's `(a, c, h)`."""
     x = rms_norm(r, w["norm"], eps)
     a = a_map(w, x)
     h = scan_states(a, b_map(w, x), h0)
-    return r + readout(w, x, h), a, h
+    c = c_map(w, x)
+    return r + emit(w, c, h), LayerStates(a, c, h)
 
 
 def layer_weights(weights: Weights, k: int) -> LayerWeights:
