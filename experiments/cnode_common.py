@@ -1,0 +1,105 @@
+"""Shared pieces of the C-NODE experiments: profiles, the solver, mean ± std, reference numbers.
+
+The reference numbers are copied from the paper notes (`shared/papers/cnode.md`), each with
+its source mark: [L] the authors' own run logs (final epoch, mean ± std over 5 runs; which of
+them became the paper's tables is unconfirmed), [M] the ANODE paper from memory (unverified).
+The paper's own tables could not be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import diffrax
+import numpy as np
+
+from adjoint_lab.cnode import Integrator
+from adjoint_lab.core import CheckpointedBackprop
+
+ALL_MODELS = [
+    "node",
+    "anode",
+    "ilnode",
+    "ilanode",
+    "sonode",
+    "cnode",
+    "canode",
+    "cilnode",
+    "cilanode",
+]
+
+# Test accuracy (%) of the authors' logged runs [L], final epoch, mean ± std over 5 runs.
+AUTHORS_LOGS: dict[str, dict[str, tuple[float, float]]] = {
+    "mnist": {"node": (97.09, 0.05), "cnode": (96.93, 0.23), "anode": (98.50, 0.03)},
+    "svhn": {"node": (82.42, 0.10), "cnode": (86.28, 0.19), "anode": (86.03, 0.11)},
+    "cifar10": {"node": (59.49, 0.82), "cnode": (61.97, 0.31), "anode": (61.44, 0.40)},
+}
+# ANODE paper (Dupont et al. 2019) at ~84 K (MNIST) / ~172 K params [M, unverified].
+ANODE_PAPER: dict[str, dict[str, tuple[float, float]]] = {
+    "mnist": {"node": (96.4, 0.5), "anode": (98.2, 0.1)},
+    "cifar10": {"node": (53.7, 0.2), "anode": (60.6, 0.4)},
+    "svhn": {"node": (81.0, 0.6), "anode": (83.5, 0.5)},
+}
+# The authors' logged k-ablation on MNIST [L] (k -> final test accuracy mean, std; 4 runs).
+AUTHORS_K_ABLATION_MNIST = {
+    1: (87.02, 4.51),
+    2: (90.16, 5.33),
+    4: (95.16, 2.88),
+    8: (96.58, 0.44),
+    16: (96.78, 0.45),
+    32: (97.06, 0.55),
+    64: (97.21, 0.60),
+    128: (98.02, 0.11),
+    256: (98.10, 0.22),
+    512: (92.06, 9.96),
+    1024: (92.67, 6.29),
+}
+# The authors' logged parameter sweep on MNIST [L] (params -> final test accuracy, 40 epochs).
+AUTHORS_PARAM_SWEEP_MNIST = {
+    "cnode": {4535: 93.41, 29519: 92.28, 32099: 96.39, 57192: 96.30, 82285: 96.38, 118525: 96.84},
+    "node": {
+        186: 78.07,
+        1143: 81.56,
+        4803: 94.28,
+        30323: 93.30,
+        32311: 94.83,
+        58931: 95.58,
+        83763: 95.78,
+        119236: 95.38,
+    },
+}
+
+
+def dopri5(max_steps: int = 64, tol: float = 1e-3) -> Integrator:
+    """Dopri5 at the authors' adaptive tolerance, discretise-then-optimise gradients."""
+    return Integrator(
+        solver=diffrax.Dopri5(),
+        controller=diffrax.PIDController(rtol=tol, atol=tol),
+        dt0=0.1,
+        gradient=CheckpointedBackprop(max_steps=max_steps),
+    )
+
+
+def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """`mean ± std` (sample std) of `values * scale`; one value has no std."""
+    v = np.asarray(values, float) * scale
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def reference(pair: tuple[float, float] | None) -> str:
+    return "—" if pair is None else f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+
+def base_parser(description: str, profiles: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--profile", choices=list(profiles), default="cpu")
+    parser.add_argument("--seeds", type=int, default=None, help="override the profile's seeds")
+    parser.add_argument("--out", default=None, help="output folder (default results/)")
+    return parser
+
+
+def command(module: str, argv: Sequence[str]) -> str:
+    return " ".join(["python -m", f"experiments.{module}", *argv])
