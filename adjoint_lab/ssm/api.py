@@ -140,7 +140,7 @@ def gradient_function(
     """The jitted pure function `(weights, tokens) -> (loss, grads)` for a context of
     `context` next-token predictions (`tokens` of shape `[batch, context + 1]`).
 
-    `weights` and `grads` are pure dicts: `nnx.state(model, nnx.Param).to_pure_dict()`.
+    `weights` and `grads` are pure dicts: `nnx.to_pure_dict(nnx.state(model, nnx.Param))`.
     """
     if layout is not None:
         from .layouts import layout_gradient_function
@@ -225,6 +225,6 @@ def value_and_grad(
     check_tokens(tokens, model.config.vocab_size)
     params = nnx.state(model, nnx.Param)
     fn = gradient_function(model.config, options, tokens.shape[1] - 1, mesh, layout)
-    loss, grads = fn(params.to_pure_dict(), tokens)
+    loss, grads = fn(nnx.to_pure_dict(params), tokens)
     nnx.replace_by_pure_dict(params, grads)
     return loss, params

@@ -14,7 +14,7 @@ costs N(2P+1) flops per token).
 The layers' parameters are stacked on a leading axis of size `K` with the mesh axis name
 `"layer"` in their sharding metadata, so the layers can be scanned over and partitioned over
 devices. The gradient methods (`adjoint_lab.ssm.value_and_grad`) work on the pure weights
-`nnx.state(model, nnx.Param).to_pure_dict()` through the functions below, which use a
+`nnx.to_pure_dict(nnx.state(model, nnx.Param))` through the functions below, which use a
 time-major layout `[T, batch, ...]`.
 """
 
@@ -144,7 +144,7 @@ def layer_weights(weights: Weights, k: int) -> LayerWeights:
 
 def _param(value: Array, *names: str | None) -> nnx.Param:
     # Sharding names as metadata only: placement happens when a layout shards the state.
-    return nnx.Param(value, sharding_names=names, eager_sharding=False)
+    return nnx.Param(value, out_sharding=names, eager_sharding=False)
 
 
 class _Layers(nnx.Module):
@@ -201,7 +201,7 @@ class SSMLM(nnx.Module):
         )
 
     def __call__(self, tokens: Int[Array, "B T"]) -> Float[Array, "B T V"]:
-        weights = nnx.state(self, nnx.Param).to_pure_dict()
+        weights = nnx.to_pure_dict(nnx.state(self, nnx.Param))
         r = final_stream(weights, tokens.T, self.config.norm_eps)
         x = rms_norm(r, weights["final_norm"], self.config.norm_eps)
         return jnp.swapaxes(x @ weights["head"], 0, 1)
