@@ -1,0 +1,493 @@
+"""Gradients of `SSMLM` on several devices: layers or time partitioned over a mesh.
+
+Two layouts, each a `jax.shard_map` over the mesh (manual collectives, so that what moves
+between devices is exactly what the paper's schedule moves):
+
+- `"layer"` — the paper's distributed adjoint sharding (Xu et al. 2025, §4.4, Alg. 1/4).
+  The `K` layers are split over the mesh axis `"layer"` (`K / S` consecutive layers per
+  device); a device holds only its layers' parameters and returns only their gradients
+  (sharded `P("layer")`, no all-reduce). The evaluation-mode forward pass is a pipeline:
+  stage `j` runs its layers on the stream received from stage `j - 1`, keeps its `(a, c, h)`
+  and hands `r` on (`lax.ppermute`). The last stage computes the loss and the head cotangent
+  `g`. Then
+  * `adjoint_paper` / `truncated`: `g` is broadcast once and every device runs its layers'
+    VJPs independently (the paper's "embarrassingly parallel" backward); the embedding
+    receives `g + Σ_k J_RMSNormᵀ ξ_k`, one all-reduce of a `T × P` stream.
+  * `adjoint` (exact): the residual-stream cotangent `G` is handed back stage by stage (a
+    reverse pipeline), as the paper notes the exact multi-layer gradient needs (§1.4, §3.1
+    caveat in `papers/adjoint_sharding.md`).
+- `"sequence"` — time split over the mesh axis `"sequence"` (the batch over `"data"`, if the
+  mesh has it). Every layer scans its chunk from a zero state, then each device combines the
+  all-gathered `(Π a, h_end)` of the devices before it into its incoming state and fixes its
+  states up (`h = h_local + (Π_{τ≤t} a_τ) h_in`): an exclusive scan over devices of `K·B·N`
+  numbers per layer. The exact adjoint does the same in reverse for the carry `a ⊙ μ` at the
+  chunk's start (`exact_layer_backward`'s `h0` / `mu_end`). Loss and all parameter gradients
+  are `psum`s over the sequence and data axes. `backprop` differentiates the same
+  forward pass (with its collectives) by `jax.grad`.
+
+Both return the same loss and gradients as the single-device `gradient_function` (up to
+rounding: the sums are associated differently).
+"""
+
+from __future__ import annotations
+
+import functools as ft
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float, Int
+
+from ..core import adjoint_states, windowed_adjoint_states
+from .adjoint import (
+    Stored,
+    _embedding_gradient,
+    exact_layer_backward,
+    exact_layers_backward,
+    layer_backward,
+    layer_backward_literal,
+)
+from .api import LAYOUTS, GradientOptions, prepare_tokens
+from .config import SSMConfig
+from .loss import _chunk_loss, _chunks, chunked_loss_and_cotangent
+from .model import (
+    LAYER_AXIS,
+    LayerWeights,
+    Weights,
+    a_map,
+    b_map,
+    c_map,
+    embed,
+    emit,
+    layer_forward,
+    rms_norm,
+)
+
+__all__ = [
+    "DATA_AXIS",
+    "SEQUENCE_AXIS",
+    "SUPPORTED",
+    "layer_shardings",
+    "layout_gradient_function",
+]
+
+SEQUENCE_AXIS = "sequence"
+DATA_AXIS = "data"
+
+# The (layout, method) pairs that have a distributed implementation.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "layer": ("adjoint", "adjoint_paper", "truncated"),
+    "sequence": ("adjoint", "backprop"),
+}
+
+GradientFn = Callable[[Weights, Int[Array, "B T1"]], tuple[Float[Array, ""], Weights]]
+
+
+def _supported_text() -> str:
+    return "; ".join(f"layout={k!r}: {', '.join(v)}" for k, v in SUPPORTED.items())
+
+
+def _check(options: GradientOptions, mesh: Mesh | None, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}; choose one of {LAYOUTS} (or None for one device).")
+    if options.method not in SUPPORTED[layout]:
+        raise ValueError(
+            f"method={options.method!r} has no layout={layout!r} implementation; the supported "
+            f"combinations are {_supported_text()}."
+        )
+    if mesh is None:
+        raise ValueError(f"layout={layout!r} needs a mesh= with a {layout!r} axis.")
+    needed = LAYER_AXIS if layout == "layer" else SEQUENCE_AXIS
+    if needed not in mesh.axis_names:
+        raise ValueError(
+            f"layout={layout!r} needs a mesh axis named {needed!r}; the mesh's axes are "
+            f"{tuple(mesh.axis_names)} (e.g. jax.make_mesh((4,), ({needed!r},), "
+            f"axis_types=(jax.sharding.AxisType.Auto,)))."
+        )
+
+
+def _data_axes(mesh: Mesh) -> tuple[str, ...]:
+    return (DATA_AXIS,) if DATA_AXIS in mesh.axis_names else ()
+
+
+def _check_batch(batch: int, mesh: Mesh) -> None:
+    if DATA_AXIS in mesh.axis_names and batch % mesh.shape[DATA_AXIS]:
+        raise ValueError(
+            f"the batch {batch} is not divisible by the mesh's {DATA_AXIS!r} axis "
+            f"({mesh.shape[DATA_AXIS]} devices)."
+        )
+
+
+def _psum(tree: Any, axes: tuple[str, ...]) -> Any:
+    return jax.tree.map(lambda x: lax.psum(x, axes), tree) if axes else tree
+
+
+def _zeros_like_shape(fn: Callable[..., Any], *args: Any) -> Any:
+    """Zeros of the shapes and dtypes `fn(*args)` would return (the idle branch of a cond)."""
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *args))
+
+
+def layout_gradient_function(
+    config: SSMConfig,
+    options: GradientOptions,
+    context: int,
+    mesh: Mesh | None,
+    layout: str,
+) -> GradientFn:
+    """The jitted `(weights, tokens) -> (loss, grads)` of `gradient_function` on `mesh`.
+
+    **Arguments:**
+
+    - `config`, `options`, `context`: as for `adjoint_lab.ssm.gradient_function`.
+    - `mesh`: a `jax.sharding.Mesh` (Auto axes) with a `"layer"` axis for `layout="layer"`,
+        or a `"sequence"` axis (and optionally `"data"`) for `layout="sequence"`.
+    - `layout`: `"layer"` or `"sequence"` (see the module docstring). Supported methods:
+        `SUPPORTED`.
+
+    **Returns:**
+
+    A jitted function of the pure weights dict and int tokens `[batch, context + 1]`. The loss
+    and the embedding, final-norm and head gradients are replicated; the layer gradients are
+    sharded `P("layer")` under `layout="layer"` (each device returns its own layers') and
+    replicated under `layout="sequence"`.
+    """
+    _check(options, mesh, layout)
+    assert mesh is not None
+    if layout == "layer":
+        return _layer_layout(config, options, context, mesh)
+    return _sequence_layout(config, options, context, mesh)
+
+
+# --------------------------------------------------------------------------------------
+# layout="layer": layers over devices, a pipelined forward, the paper's parallel backward.
+# --------------------------------------------------------------------------------------
+
+
+def _store(layers: LayerWeights, r: Array, eps: float, keep_inputs: bool) -> Stored:
+    """`forward_store` of a device's own layers, from the stream it received."""
+
+    def step(r: Array, w: LayerWeights):
+        r_next, states = layer_forward(w, r, None, eps)
+        return r_next, (r if keep_inputs else None, *states)
+
+    r_out, (r_in, a, c, h) = lax.scan(step, r, layers)
+    return Stored(r_in, a, c, h, r_out)
+
+
+def _highway_local(
+    layers: LayerWeights,
+    stored: Stored,
+    g: Float[Array, "T B P"],
+    eps: float,
+    window: int | None,
+    literal: bool,
+) -> tuple[LayerWeights, Float[Array, "T B P"]]:
+    """The paper's estimator on one device's layers (as `adjoint._highway_backward`); returns
+    the layer gradients and `Σ_k J_RMSNormᵀ ξ_k` over these layers only."""
+
+    def adjoint(a: Array, c: Array) -> Array:
+        if window is None:
+            return adjoint_states(a, c)
+        return windowed_adjoint_states(a, c, window=window)
+
+    def step(acc: Array, xs):
+        w, r_in, a, h = xs
+        if literal:
+            dw, dr = layer_backward_literal(w, r_in, a, h, g, eps=eps, window=window)
+        else:
+            dw, dr, _ = layer_backward(w, r_in, a, h, g, eps=eps, adjoint=adjoint)
+        return acc + dr, dw
+
+    acc, d_layers = lax.scan(step, jnp.zeros_like(g), (layers, stored.r_in, stored.a, stored.h))
+    return d_layers, acc
+
+
+def _layer_body(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    stages: int,
+    eps: float,
+    chunk: int,
+    options: GradientOptions,
+    data_axes: tuple[str, ...],
+) -> tuple[Float[Array, ""], Weights]:
+    """One device's part of the layer layout (inside `shard_map`: `weights["layers"]` holds
+    this device's `K / stages` layers)."""
+    stage = lax.axis_index(LAYER_AXIS)
+    layers = weights["layers"]
+    exact = options.method == "adjoint"
+    keep_inputs = not exact
+
+    # Forward pipeline: at step j only stage j computes (a cond on the stage index), then its
+    # output stream moves to stage j + 1. Each stage keeps its own layers' states.
+    stream = embed(weights["embed"], inputs)
+    stored = _zeros_like_shape(lambda r: _store(layers, r, eps, keep_inputs), stream)
+    for j in range(stages):
+        stored = lax.cond(
+            stage == j,
+            lambda _, r=stream: _store(layers, r, eps, keep_inputs),
+            lambda st: st,
+            stored,
+        )
+        if j + 1 < stages:
+            stream = lax.ppermute(stored.r_out, LAYER_AXIS, perm=[(j, j + 1)])
+
+    # The loss and g: computed once, by the stage that holds the last layer.
+    def head(r: Array):
+        return chunked_loss_and_cotangent(
+            weights["final_norm"], weights["head"], r, targets, mask, eps, chunk, scale
+        )
+
+    loss, g, d_norm, d_head = lax.cond(
+        stage == stages - 1, head, lambda r: _zeros_like_shape(head, r), stored.r_out
+    )
+    # A psum of values that are zero on all but one stage: a broadcast from that stage.
+    loss, d_norm, d_head = lax.psum((loss, d_norm, d_head), LAYER_AXIS)
+
+    if exact:
+        # Reverse pipeline: stage j runs the exact adjoint of its layers from the cotangent G
+        # of its output stream and hands G of its input stream to stage j - 1.
+        G = g
+        d_layers = jax.tree.map(jnp.zeros_like, layers)
+        for j in reversed(range(stages)):
+
+            def back(_, G=G):
+                d, G0, _ = exact_layers_backward(layers, stored, G, eps=eps, chunk=chunk)
+                return d, G0
+
+            d_layers, G = lax.cond(stage == j, back, lambda _, d=d_layers, G=G: (d, G), None)
+            if j > 0:
+                G = lax.ppermute(G, LAYER_AXIS, perm=[(j, j - 1)])
+        G0 = lax.psum(jnp.where(stage == 0, G, 0), LAYER_AXIS)  # from stage 0 to all
+    else:
+        g = lax.psum(g, LAYER_AXIS)  # the one broadcast of g from the last stage
+        window = options.window
+        literal = options.form == "literal"
+        d_layers, acc = _highway_local(layers, stored, g, eps, window, literal)
+        G0 = g + lax.psum(acc, LAYER_AXIS)
+
+    grads = {
+        "embed": _embedding_gradient(weights, inputs, G0),
+        "layers": d_layers,
+        "final_norm": d_norm,
+        "head": d_head,
+    }
+    # Over the data axis every device saw other sequences: sum (the layer gradients
+    # stay sharded over "layer").
+    return _psum((loss, grads), data_axes)
+
+
+def _layer_layout(
+    config: SSMConfig, options: GradientOptions, context: int, mesh: Mesh
+) -> GradientFn:
+    stages = mesh.shape[LAYER_AXIS]
+    if config.num_layers % stages:
+        raise ValueError(
+            f"layout='layer' splits the {config.num_layers} layers over the mesh's "
+            f"{LAYER_AXIS!r} axis of {stages} devices: num_layers must be a multiple of it."
+        )
+    data_axes = _data_axes(mesh)
+    chunk = options.time_chunk(context)
+    tokens_spec = P(None, *data_axes)
+    weights_spec = {"embed": P(), "layers": P(LAYER_AXIS), "final_norm": P(), "head": P()}
+    body = ft.partial(
+        _layer_body,
+        stages=stages,
+        eps=config.norm_eps,
+        chunk=chunk,
+        options=options,
+        data_axes=data_axes,
+    )
+    sharded = jax.shard_map(
+        body,
+        mesh=mesh,
+        in_specs=(weights_spec, tokens_spec, tokens_spec, tokens_spec, P()),
+        out_specs=(P(), weights_spec),
+        check_vma=False,  # a manual schedule: conds on the stage index, masked broadcasts
+    )
+
+    @jax.jit
+    def fn(weights: Weights, tokens: Array):
+        _check_batch(tokens.shape[0], mesh)
+        dtype = weights["head"].dtype
+        return sharded(weights, *prepare_tokens(tokens, chunk, dtype))
+
+    return fn
+
+
+# --------------------------------------------------------------------------------------
+# layout="sequence": time over devices, boundary states combined across devices.
+# --------------------------------------------------------------------------------------
+
+
+def _compose(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
+    a1, b1 = first
+    a2, b2 = second
+    return a2 * a1, a2 * b1 + b2
+
+
+def _exclusive_combine(
+    a_total: Float[Array, "B N"], carry: Float[Array, "B N"], *, reverse: bool
+) -> Float[Array, "B N"]:
+    """The state entering this device from the others along `"sequence"`.
+
+    Forward (`reverse=False`): `h_in[s] = a_total[s-1] ⊙ h_in[s-1] + h_end[s-1]`, `h_in[0] = 0`,
+    from every device's product of transitions and end state (zero-started scan). Reverse: the
+    adjoint carry `m[s] = a_total[s+1] ⊙ m[s+1] + (a_1 ⊙ μ_1)[s+1]`, `m[S-1] = 0`. Only
+    `2 × B × N` numbers per device are gathered.
+    """
+    a_all = lax.all_gather(a_total, SEQUENCE_AXIS)
+    c_all = lax.all_gather(carry, SEQUENCE_AXIS)
+
+    def step(h: Array, xs: tuple[Array, Array]) -> tuple[Array, Array]:
+        a, c = xs
+        return a * h + c, h  # emit the state before this device's contribution
+
+    _, entering = lax.scan(step, jnp.zeros_like(carry), (a_all, c_all), reverse=reverse)
+    return entering[lax.axis_index(SEQUENCE_AXIS)]
+
+
+def _sequence_layer_forward(
+    w: LayerWeights, r: Float[Array, "T B P"], eps: float
+) -> tuple[Float[Array, "T B P"], tuple[Array, ...]]:
+    """One layer on this device's chunk of time: `(r + z, (a, c, h, h_in, Π a))`."""
+    x = rms_norm(r, w["norm"], eps)
+    a = a_map(w, x)
+    # One scan gives the local states from zero and the cumulative transitions Π_{τ≤t} a_τ.
+    a_cum, h_local = lax.associative_scan(_compose, (a, b_map(w, x)))
+    h_in = _exclusive_combine(a_cum[-1], h_local[-1], reverse=False)
+    h = h_local + a_cum * h_in[None]
+    c = c_map(w, x)
+    return r + emit(w, c, h), (a, c, h, h_in, a_cum[-1])
+
+
+def _sequence_adjoint_body(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    eps: float,
+    chunk: int,
+    reduce_axes: tuple[str, ...],
+) -> tuple[Float[Array, ""], Weights]:
+    """The exact adjoint on one device's chunk of time (inside `shard_map`)."""
+    layers = weights["layers"]
+
+    def forward(r: Array, w: LayerWeights):
+        return _sequence_layer_forward(w, r, eps)
+
+    r_out, (a, c, h, h_in, a_total) = lax.scan(forward, embed(weights["embed"], inputs), layers)
+    loss, g, d_norm, d_head = chunked_loss_and_cotangent(
+        weights["final_norm"], weights["head"], r_out, targets, mask, eps, chunk, scale
+    )
+
+    def backward(carry: tuple[Array, Array], xs):
+        r, G = carry
+        w, a, c, h, h_in, a_total = xs
+        # The adjoint carry from later devices: the local a_1 ⊙ μ_1 (μ from a zero end),
+        # combined in reverse over devices. exact_layer_backward then redoes μ with it.
+        mu_local = adjoint_states(a, (G @ w["out_kernel"].T) * c)
+        mu_end = _exclusive_combine(a_total, a[0] * mu_local[0], reverse=True)
+        dw, r, G, _ = exact_layer_backward(
+            w, a, c, h, r, G, eps=eps, chunk=chunk, h0=h_in, mu_end=mu_end
+        )
+        return (r, G), dw
+
+    xs = (layers, a, c, h, h_in, a_total)
+    (_, G0), d_layers = lax.scan(backward, (r_out, g), xs, reverse=True)
+    grads = {
+        "embed": _embedding_gradient(weights, inputs, G0),
+        "layers": d_layers,
+        "final_norm": d_norm,
+        "head": d_head,
+    }
+    return _psum((loss, grads), reduce_axes)
+
+
+def _sequence_loss(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    eps: float,
+    chunk: int,
+    reduce_axes: tuple[str, ...],
+) -> Float[Array, ""]:
+    """The mean loss from this device's chunk of time, summed over devices (for `jax.grad`)."""
+
+    def forward(r: Array, w: LayerWeights):
+        return _sequence_layer_forward(w, r, eps)[0], None
+
+    r = lax.scan(forward, embed(weights["embed"], inputs), weights["layers"])[0]
+
+    # As `loss.chunked_loss`, by a carry-free map: a zero carry would not vary over devices.
+    @jax.checkpoint
+    def one_chunk(xs: tuple[Array, Array, Array]) -> Array:
+        return _chunk_loss(weights["final_norm"], weights["head"], *xs, eps)
+
+    losses = lax.map(one_chunk, (_chunks(r, chunk), _chunks(targets, chunk), _chunks(mask, chunk)))
+    return lax.psum(scale * jnp.sum(losses), reduce_axes)
+
+
+def _sequence_layout(
+    config: SSMConfig, options: GradientOptions, context: int, mesh: Mesh
+) -> GradientFn:
+    devices = mesh.shape[SEQUENCE_AXIS]
+    data_axes = _data_axes(mesh)
+    reduce_axes = (SEQUENCE_AXIS, *data_axes)
+    # Each device gets T / devices tokens, a multiple of the loss chunk: pad the end (masked).
+    chunk = options.time_chunk(math.ceil(context / devices))
+    tokens_spec = P(SEQUENCE_AXIS, *data_axes)
+    in_specs = (P(), tokens_spec, tokens_spec, tokens_spec, P())
+    kwargs = {"eps": config.norm_eps, "chunk": chunk, "reduce_axes": reduce_axes}
+    if options.method == "adjoint":
+        sharded = jax.shard_map(
+            ft.partial(_sequence_adjoint_body, **kwargs),
+            mesh=mesh,
+            in_specs=in_specs,
+            out_specs=(P(), P()),
+            check_vma=False,  # psum'd outputs; no autodiff through this shard_map
+        )
+    else:
+        # Autodiff through shard_map: the varying-axes check makes the transposes of the
+        # collectives (all_gather -> psum_scatter, replicated weights -> psum) correct.
+        sharded = jax.value_and_grad(
+            jax.shard_map(
+                ft.partial(_sequence_loss, **kwargs),
+                mesh=mesh,
+                in_specs=in_specs,
+                out_specs=P(),
+                check_vma=True,
+            )
+        )
+
+    @jax.jit
+    def fn(weights: Weights, tokens: Array):
+        _check_batch(tokens.shape[0], mesh)
+        dtype = weights["head"].dtype
+        return sharded(weights, *prepare_tokens(tokens, devices * chunk, dtype))
+
+    return fn
+
+
+def layer_shardings(mesh: Mesh, weights: Weights) -> Weights:
+    """`NamedSharding`s that place `weights` as `layout="layer"` holds them: the stacked layer
+    parameters split over `"layer"`, the rest replicated (for `jax.device_put`)."""
+    split, whole = NamedSharding(mesh, P(LAYER_AXIS)), NamedSharding(mesh, P())
+    return {
+        name: jax.tree.map(lambda _, s=split if name == "layers" else whole: s, value)
+        for name, value in weights.items()
+    }
