@@ -6,6 +6,9 @@
   continuous map only if trajectories may cross or the state is augmented.
 - `interleaved_spirals`: two noisy spirals.
 - `shifted_sines`: two sine curves shifted up and down.
+- `two_circles`: unlabelled points on two noisy concentric circles, the density of the
+  paper's continuous-normalizing-flow toy (scikit-learn's `make_circles(noise=0.05,
+  factor=0.5)`, with random angles).
 
 Image data sets (MNIST, SVHN, CIFAR-10, scikit-learn's digits) are in
 `adjoint_lab.data.images`.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Float, Int
 
-__all__ = ["annuli", "crossing_map", "interleaved_spirals", "shifted_sines"]
+__all__ = ["annuli", "crossing_map", "interleaved_spirals", "shifted_sines", "two_circles"]
 
 
 def crossing_map() -> tuple[Float[np.ndarray, "2 1"], Float[np.ndarray, "2 1"]]:
@@ -132,3 +135,29 @@ def shifted_sines(
     labels = np.concatenate([np.ones(n_per_class, np.int32), np.zeros(n_per_class, np.int32)])
     order = rng.permutation(len(labels))
     return points[order].astype(np.float32), labels[order]
+
+
+def two_circles(
+    n: int = 1024, *, noise: float = 0.05, factor: float = 0.5, seed: int = 0
+) -> Float[np.ndarray, "n 2"]:
+    """Points on the unit circle and on a circle of radius `factor`, half each, plus noise.
+
+    **Arguments:**
+
+    - `n`: the number of points.
+    - `noise`: the standard deviation of the Gaussian noise added to both coordinates.
+    - `factor`: the radius of the inner circle.
+    - `seed`: the random seed.
+
+    **Returns:**
+
+    `points [n, 2]`, shuffled.
+    """
+    if not 0 < factor < 1:
+        raise ValueError(f"`two_circles(factor={factor})`: need 0 < factor < 1.")
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0.0, 2 * np.pi, n)
+    radius = np.where(np.arange(n) < n // 2, 1.0, factor)
+    points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    points += noise * rng.standard_normal((n, 2))
+    return points[rng.permutation(n)].astype(np.float32)
