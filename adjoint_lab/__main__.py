@@ -18,9 +18,17 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from .data.images import DatasetNotFoundError
+    from .ssm.task import MemoryBudgetError
     from .train import CheckpointError, NonFiniteLossError
 
-    return (*_USER_ERRORS, CheckpointError, NonFiniteLossError)
+    return (
+        *_USER_ERRORS,
+        CheckpointError,
+        NonFiniteLossError,
+        DatasetNotFoundError,
+        MemoryBudgetError,
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")

@@ -15,7 +15,8 @@ from ..core.gradients import (
     CheckpointedBackprop,
     DirectBackprop,
 )
-from .schema import GradientConfig, SolverConfig
+from .errors import ConfigError
+from .schema import ODE_GRADIENTS, GradientConfig, SolverConfig
 
 _SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -51,6 +52,12 @@ def build_solver(config: SolverConfig) -> SolverSetup:
 
 
 def build_gradient(config: GradientConfig) -> AbstractGradientMethod:
+    if config.name not in ODE_GRADIENTS:
+        raise ConfigError(
+            "gradient.name",
+            config.name,
+            f"this experiment solves ODEs: choose one of {', '.join(ODE_GRADIENTS)}",
+        )
     if config.name == "checkpointed":
         return CheckpointedBackprop(checkpoints=config.checkpoints, max_steps=config.max_steps)
     if config.name == "backsolve":

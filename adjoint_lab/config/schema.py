@@ -27,6 +27,10 @@ SOLVERS = (
     "kvaerno5",
 )
 ODE_GRADIENTS = ("checkpointed", "backsolve", "direct")
+# Gradient methods of the SSM language model (`adjoint_lab.ssm.METHODS`); `checkpointed` is
+# shared: binomial checkpoints for an ODE solve, chunk boundary states for an SSM.
+SSM_GRADIENTS = ("backprop", "remat", "adjoint_paper", "adjoint", "truncated", "checkpointed")
+GRADIENTS = tuple(dict.fromkeys(ODE_GRADIENTS + SSM_GRADIENTS))
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "step")
 
@@ -120,7 +124,8 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class GradientConfig:
-    """How gradients of an ODE solve are computed (see `adjoint_lab.core.gradients`)."""
+    """How gradients are computed: of an ODE solve (`adjoint_lab.core.gradients`) or of the
+    SSM language model (`adjoint_lab.ssm.value_and_grad`)."""
 
     name: str = "checkpointed"
     # checkpointed: number of stored solver states (null: diffrax's default, about
@@ -131,9 +136,38 @@ class GradientConfig:
     seminorm: bool = False
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
+    # SSM: truncated: tokens each adjoint state sees; remat/checkpointed: tokens per chunk
+    # (null: the power of two nearest sqrt(T)); adjoint_paper/truncated: "aggregated" (O(T))
+    # or "literal" (the paper's O(T^2) double sum); all: tokens per chunk of the loss.
+    window: int | None = None
+    chunk: int | None = None
+    form: str = "aggregated"
+    loss_chunk: int | None = None
 
     def validate(self) -> None:
-        _one_of("name", self.name, ODE_GRADIENTS)
+        _one_of("name", self.name, GRADIENTS)
+        _require(
+            (self.window is not None) == (self.name == "truncated"),
+            "window",
+            self.window,
+            "gradient=truncated needs a window (tokens), and only it takes one",
+        )
+        _require(
+            self.chunk is None or self.name in ("remat", "checkpointed"),
+            "chunk",
+            self.chunk,
+            "only applies to gradient=remat or checkpointed (SSM)",
+        )
+        _one_of("form", self.form, ("aggregated", "literal"))
+        _require(
+            self.form == "aggregated" or self.name in ("adjoint_paper", "truncated"),
+            "form",
+            self.form,
+            "literal (the paper's double sum) only applies to gradient=adjoint_paper or truncated",
+        )
+        for name in ("window", "chunk", "loss_chunk"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, name, value, "must be > 0, or null")
         for name in ("seminorm", "adjoint_rtol", "adjoint_atol"):
             value = getattr(self, name)
             _require(

@@ -16,6 +16,7 @@ from .gradients import default_checkpoints as default_checkpoints
 from .measure import MemoryReport as MemoryReport
 from .measure import RSSReport as RSSReport
 from .measure import TimingReport as TimingReport
+from .measure import available_memory as available_memory
 from .measure import compiled_memory as compiled_memory
 from .measure import peak_rss as peak_rss
 from .measure import time_fn as time_fn

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 __all__ = [
+    "available_memory",
     "MemoryReport",
     "RSSReport",
     "TimingReport",
@@ -72,6 +73,23 @@ class MemoryReport:
 
 def _is_array_spec(x: object) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic | jax.ShapeDtypeStruct)
+
+
+def available_memory(device: jax.Device | None = None) -> int:
+    """Bytes free for new buffers: the allocator's limit minus what is in use on an
+    accelerator; `MemAvailable` of the operating system on a CPU."""
+    device = device or jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def compiled_memory(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> MemoryReport:

@@ -95,18 +95,24 @@ class GradientOptions:
 
 
 def prepare_tokens(
-    tokens: Int[Array, "B T1"], multiple: int, dtype: Any
+    tokens: Int[Array, "B T1"],
+    multiple: int,
+    dtype: Any,
+    target_weights: Float[Array, "B T"] | None = None,
 ) -> tuple[Int[Array, "T B"], Int[Array, "T B"], Float[Array, "T B"], Float[Array, ""]]:
-    """Inputs, targets and loss mask, time-major and zero-padded at the end to a multiple of
-    `multiple` tokens (the model is causal: padding after the end changes nothing before
-    it), and the scale `1 / (batch × T)` that makes the loss a mean."""
+    """Inputs, targets and loss weights, time-major and zero-padded at the end to a multiple
+    of `multiple` tokens (the model is causal: padding after the end changes nothing before
+    it), and the scale `1 / Σ weights` that makes the loss a (weighted) mean."""
     inputs, targets = tokens[:, :-1].T, tokens[:, 1:].T
     T, B = inputs.shape
     pad = -T % multiple
-    mask = jnp.ones((T, B), dtype)
+    if target_weights is None:
+        mask = jnp.ones((T, B), dtype)
+    else:
+        mask = jnp.asarray(target_weights, dtype).T
     if pad:
         inputs, targets, mask = (jnp.pad(x, ((0, pad), (0, 0))) for x in (inputs, targets, mask))
-    return inputs, targets, mask, jnp.asarray(1.0 / (B * T), dtype)
+    return inputs, targets, mask, 1 / jnp.sum(mask)
 
 
 def _single_device(config: SSMConfig, options: GradientOptions, context: int):
@@ -137,8 +143,8 @@ def gradient_function(
     mesh: jax.sharding.Mesh | None = None,
     layout: str | None = None,
 ) -> Callable[[Weights, Int[Array, "B T1"]], tuple[Float[Array, ""], Weights]]:
-    """The jitted pure function `(weights, tokens) -> (loss, grads)` for a context of
-    `context` next-token predictions (`tokens` of shape `[batch, context + 1]`).
+    """The jitted pure function `(weights, tokens, target_weights=None) -> (loss, grads)` for
+    a context of `context` next-token predictions (`tokens` of shape `[batch, context + 1]`).
 
     `weights` and `grads` are pure dicts: `nnx.to_pure_dict(nnx.state(model, nnx.Param))`.
     """
@@ -150,9 +156,9 @@ def gradient_function(
     multiple = options.time_chunk(context)
 
     @jax.jit
-    def fn(weights: Weights, tokens: Array):
+    def fn(weights: Weights, tokens: Array, target_weights: Array | None = None):
         dtype = weights["head"].dtype
-        return inner(weights, *prepare_tokens(tokens, multiple, dtype))
+        return inner(weights, *prepare_tokens(tokens, multiple, dtype, target_weights))
 
     return fn
 
@@ -190,6 +196,7 @@ def value_and_grad(
     loss_chunk: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
     layout: str | None = None,
+    target_weights: Float[Array, "B T"] | None = None,
 ) -> tuple[Float[Array, ""], nnx.State]:
     """The mean next-token cross-entropy of `model` on `tokens` and its gradient.
 
@@ -212,6 +219,8 @@ def value_and_grad(
     - `mesh`, `layout`: run on the devices of `mesh`: `"layer"` partitions the layers over
         its `"layer"` axis; `"sequence"` splits time over its `"sequence"` axis (and the
         batch over `"data"`, if present).
+    - `target_weights`: optional weights `[batch, T]` of the next-token losses (e.g. 1 on the
+        answer tokens of a synthetic task, 0 elsewhere); the loss is their weighted mean.
 
     **Returns:**
 
@@ -225,6 +234,14 @@ def value_and_grad(
     check_tokens(tokens, model.config.vocab_size)
     params = nnx.state(model, nnx.Param)
     fn = gradient_function(model.config, options, tokens.shape[1] - 1, mesh, layout)
-    loss, grads = fn(nnx.to_pure_dict(params), tokens)
+    if target_weights is not None and target_weights.shape != (
+        tokens.shape[0],
+        tokens.shape[1] - 1,
+    ):
+        raise ValueError(
+            f"target_weights has shape {target_weights.shape}; it needs one weight per "
+            f"next-token target, shape {(tokens.shape[0], tokens.shape[1] - 1)}."
+        )
+    loss, grads = fn(nnx.to_pure_dict(params), tokens, target_weights)
     nnx.replace_by_pure_dict(params, grads)
     return loss, params

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..cnode import tasks as cnode_tasks
 from ..config.schema import ExperimentConfig
+from ..ssm import task as ssm_task
 from ..train.task import Task
 from . import node_spiral
 
@@ -35,4 +36,5 @@ TASKS: dict[str, TaskEntry] = {
     "cnode_crossing": TaskEntry(
         build=cnode_tasks.build_crossing, schemas=cnode_tasks.CROSSING_SCHEMAS
     ),
+    "ssm_lm": TaskEntry(build=ssm_task.build, schemas=ssm_task.SCHEMAS),
 }

@@ -41,12 +41,11 @@ class FitResult:
 
 def _make_step(task: Task, optimizer: optax.GradientTransformation, seed: int) -> Callable:
     base_key = jax.random.PRNGKey(seed)
+    value_and_grad = task.value_and_grad or jax.value_and_grad(task.loss, has_aux=True)
 
     def step(state: TrainState, batch):
         key = jax.random.fold_in(base_key, state.step)
-        (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(
-            state.params, batch, key
-        )
+        (loss, metrics), grads = value_and_grad(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stepped = TrainState(step=state.step + 1, params=params, opt_state=opt_state)

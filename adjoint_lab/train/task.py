@@ -30,6 +30,8 @@ class Task:
     - `batch_size`: examples per step, for throughput figures.
     - `evaluate`: optional `params -> metrics`, run every `train.eval_every` steps and at the end.
     - `report`: optional `(params, run_dir) -> None` that writes task-specific plots or tables.
+    - `value_and_grad`: optional `(params, batch, key) -> ((loss, metrics), grads)` for tasks
+      whose gradient is not `jax.value_and_grad(loss)` (an adjoint method, say); jittable.
     """
 
     name: str
@@ -39,3 +41,7 @@ class Task:
     batch_size: int
     evaluate: Callable[[Params], Mapping[str, Any]] | None = None
     report: Callable[[Params, Path], None] | None = None
+    value_and_grad: (
+        Callable[[Params, Batch, PRNGKeyArray], tuple[tuple[Scalar, Mapping[str, Scalar]], Params]]
+        | None
+    ) = None

@@ -1,0 +1,89 @@
+"""The `ssm_lm` experiment through the config system and the shared training loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from adjoint_lab.config import ConfigError, register_configs, to_experiment_config
+from adjoint_lab.run import run
+from adjoint_lab.ssm import task as ssm_task
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+TINY = [
+    "experiment=ssm_lm",
+    "model.preset=ssm-tiny",
+    "model.param_dtype=float64",
+    "data.max_bytes=200000",
+    "data.context=48",
+    "data.eval_batches=1",
+    "train.steps=8",
+    "train.batch_size=4",
+    "train.log_every=2",
+    "train.eval_every=8",
+    "train.checkpoint_every=8",
+    "train.progress=false",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    register_configs()
+
+
+def load(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return to_experiment_config(compose("config", overrides=list(overrides)))
+
+
+def losses(run_dir: Path) -> np.ndarray:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return np.array([json.loads(line)["loss"] for line in lines])
+
+
+def test_adjoint_training_follows_backprop_and_learns(tmp_path):
+    curves = {}
+    for method in ("backprop", "adjoint"):
+        run_dir = tmp_path / method
+        summary = run(load(*TINY, f"gradient={method}", f"run_dir={run_dir}"))
+        curves[method] = losses(run_dir)
+        assert {"loss", "bits_per_token", "accuracy"} <= set(summary["evaluation"])
+        assert (run_dir / "curves.png").exists()
+    # Equal gradients (float64), equal training: the curves coincide.
+    np.testing.assert_allclose(curves["adjoint"], curves["backprop"], rtol=1e-9)
+    assert curves["adjoint"][-1] < curves["adjoint"][0]
+
+
+@pytest.mark.parametrize(
+    "data", ["data=selective_copying", "data=associative_recall"], ids=["copying", "recall"]
+)
+def test_synthetic_tasks_run_with_the_lean_methods(tmp_path, data):
+    overrides = [*TINY[:3], data, "data.eval_batches=1", *TINY[6:]]
+    if data.endswith("copying"):
+        overrides += ["data.length=40", "data.num_memorize=4", "gradient=checkpointed"]
+    else:
+        overrides += [
+            "data.num_pairs=8",
+            "data.vocab_size=20",
+            "gradient=truncated",
+            "gradient.window=4",
+        ]
+    summary = run(load(*overrides, f"run_dir={tmp_path}"))
+    assert np.isfinite(summary["final_loss"])
+    assert 0 <= summary["evaluation"]["accuracy"] <= 1
+
+
+def test_ode_gradient_methods_are_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="gradient.name='backsolve'.*backprop, remat"):
+        run(load(*TINY, "gradient=backsolve", f"run_dir={tmp_path}"))
+
+
+def test_a_context_that_cannot_fit_stops_before_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(ssm_task, "available_memory", lambda: 1_000)
+    with pytest.raises(ssm_task.MemoryBudgetError, match="gradient=adjoint at context 48"):
+        run(load(*TINY, f"run_dir={tmp_path}"))
+    assert not (tmp_path / "metrics.jsonl").exists()
