@@ -9,5 +9,6 @@ from .schema import OptimConfig as OptimConfig
 from .schema import SolverConfig as SolverConfig
 from .schema import TrainConfig as TrainConfig
 from .schema import validate as validate
+from .store import compose_config as compose_config
 from .store import register_configs as register_configs
 from .store import to_experiment_config as to_experiment_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -85,3 +86,18 @@ def _check_combinations(config: ExperimentConfig) -> None:
             "the seminorm and adjoint tolerances control adaptive backward steps; "
             "set solver.adaptive=true, or drop them for constant steps",
         )
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def compose_config(*overrides: str) -> ExperimentConfig:
+    """The experiment config that `python -m adjoint_lab <overrides>` would run, for scripts
+    and notebooks (Hydra's Compose API over `configs/`; `run_dir` defaults to `outputs/`)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    if not any(o.startswith("run_dir=") for o in overrides):
+        overrides = (*overrides, f"run_dir={Path('outputs') / 'composed'}")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return to_experiment_config(compose("config", overrides=list(overrides)))
