@@ -73,7 +73,14 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path, title: str = "")
     names = sorted(
         {k for r in records for k, v in r.items() if k not in skip and isinstance(v, int | float)}
     )
-    losses = [n for n in names if n == "loss" or n.startswith("eval")]
+    # Held-out losses and errors share the training loss's (log) panel; accuracies, NFE and
+    # other evaluation metrics get panels of their own.
+    loss_like = ("loss", "error", "mse", "nll")
+    losses = [
+        n
+        for n in names
+        if n == "loss" or (n.startswith("eval_") and any(w in n for w in loss_like))
+    ]
     others = [n for n in names if n not in losses]
     panels = 1 + len(others)
     columns = min(panels, 3)
