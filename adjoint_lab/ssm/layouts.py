@@ -85,7 +85,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "sequence": ("adjoint", "backprop"),
 }
 
-GradientFn = Callable[[Weights, Int[Array, "B T1"]], tuple[Float[Array, ""], Weights]]
+GradientFn = Callable[..., tuple[Float[Array, ""], Weights]]
 
 
 def _supported_text() -> str:
@@ -151,7 +151,8 @@ def layout_gradient_function(
 
     **Returns:**
 
-    A jitted function of the pure weights dict and int tokens `[batch, context + 1]`. The loss
+    A jitted function of the pure weights dict, int tokens `[batch, context + 1]` and optional
+    `target_weights` `[batch, context]` (see `adjoint_lab.ssm.api.prepare_tokens`). The loss
     and the embedding, final-norm and head gradients are replicated; the layer gradients are
     sharded `P("layer")` under `layout="layer"` (each device returns its own layers') and
     replicated under `layout="sequence"`.
@@ -227,19 +228,22 @@ def _layer_body(
     exact = options.method == "adjoint"
     keep_inputs = not exact
 
-    # Forward pipeline: at step j only stage j computes (a cond on the stage index), then its
-    # output stream moves to stage j + 1. Each stage keeps its own layers' states.
+    # Forward pipeline: at step j only stage j computes (a cond on the stage index), then
+    # every stage passes its output stream one stage on (a ring shift, so that the step is one
+    # compiled loop body; only stage j's message is used, by stage j + 1). A `fori_loop`
+    # rather than an unrolled loop: its carries are updated in place (measured: less memory).
+    ring = [(i, (i + 1) % stages) for i in range(stages)]
+
+    def forward_step(j: Array, carry: tuple[Array, Stored]) -> tuple[Array, Stored]:
+        stream, stored = carry
+        stored = lax.cond(
+            stage == j, lambda _: _store(layers, stream, eps, keep_inputs), lambda st: st, stored
+        )
+        return lax.ppermute(stored.r_out, LAYER_AXIS, ring), stored
+
     stream = embed(weights["embed"], inputs)
     stored = _zeros_like_shape(lambda r: _store(layers, r, eps, keep_inputs), stream)
-    for j in range(stages):
-        stored = lax.cond(
-            stage == j,
-            lambda _, r=stream: _store(layers, r, eps, keep_inputs),
-            lambda st: st,
-            stored,
-        )
-        if j + 1 < stages:
-            stream = lax.ppermute(stored.r_out, LAYER_AXIS, perm=[(j, j + 1)])
+    _, stored = lax.fori_loop(0, stages, forward_step, (stream, stored))
 
     # The loss and g: computed once, by the stage that holds the last layer.
     def head(r: Array):
@@ -254,20 +258,27 @@ def _layer_body(
     loss, d_norm, d_head = lax.psum((loss, d_norm, d_head), LAYER_AXIS)
 
     if exact:
-        # Reverse pipeline: stage j runs the exact adjoint of its layers from the cotangent G
-        # of its output stream and hands G of its input stream to stage j - 1.
-        G = g
-        d_layers = jax.tree.map(jnp.zeros_like, layers)
-        for j in reversed(range(stages)):
+        # Reverse pipeline: at step i, stage j = S-1-i runs the exact adjoint of its layers from
+        # the cotangent G of its output stream (received from stage j + 1), then every stage
+        # passes G one stage back (a ring shift, as in the forward).
+        back_ring = [(i, (i - 1) % stages) for i in range(stages)]
+        states = stored._replace(r_out=None)
 
-            def back(_, G=G):
-                d, G0, _ = exact_layers_backward(layers, stored, G, eps=eps, chunk=chunk)
-                return d, G0
+        def backward_step(i: Array, carry):
+            def back(args):
+                _, G, r = args
+                d, G0, _ = exact_layers_backward(
+                    layers, states._replace(r_out=r), G, eps=eps, chunk=chunk
+                )
+                return d, G0, r
 
-            d_layers, G = lax.cond(stage == j, back, lambda _, d=d_layers, G=G: (d, G), None)
-            if j > 0:
-                G = lax.ppermute(G, LAYER_AXIS, perm=[(j, j - 1)])
-        G0 = lax.psum(jnp.where(stage == 0, G, 0), LAYER_AXIS)  # from stage 0 to all
+            d_layers, G, r = lax.cond(stage == stages - 1 - i, back, lambda x: x, carry)
+            return d_layers, lax.ppermute(G, LAYER_AXIS, back_ring), r
+
+        zeros = jax.tree.map(jnp.zeros_like, layers)
+        d_layers, G, _ = lax.fori_loop(0, stages, backward_step, (zeros, g, stored.r_out))
+        # Stage 0's G_0 went round the ring to the last stage: broadcast it from there.
+        G0 = lax.psum(jnp.where(stage == stages - 1, G, 0), LAYER_AXIS)
     else:
         g = lax.psum(g, LAYER_AXIS)  # the one broadcast of g from the last stage
         window = options.window
@@ -316,10 +327,10 @@ def _layer_layout(
     )
 
     @jax.jit
-    def fn(weights: Weights, tokens: Array):
+    def fn(weights: Weights, tokens: Array, target_weights: Array | None = None):
         _check_batch(tokens.shape[0], mesh)
         dtype = weights["head"].dtype
-        return sharded(weights, *prepare_tokens(tokens, chunk, dtype))
+        return sharded(weights, *prepare_tokens(tokens, chunk, dtype, target_weights))
 
     return fn
 
@@ -475,10 +486,10 @@ def _sequence_layout(
         )
 
     @jax.jit
-    def fn(weights: Weights, tokens: Array):
+    def fn(weights: Weights, tokens: Array, target_weights: Array | None = None):
         _check_batch(tokens.shape[0], mesh)
         dtype = weights["head"].dtype
-        return sharded(weights, *prepare_tokens(tokens, devices * chunk, dtype))
+        return sharded(weights, *prepare_tokens(tokens, devices * chunk, dtype, target_weights))
 
     return fn
 

@@ -1,0 +1,109 @@
+"""The distributed layouts (`layout="layer"`, `"sequence"`) on 4 simulated devices give the
+single-device loss and gradients; the layer gradients stay on their devices; errors name the
+supported combinations and the mesh's axes."""
+
+from __future__ import annotations
+
+import functools as ft
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
+
+from adjoint_lab import ssm
+from adjoint_lab.core import compiled_memory, relative_error
+
+T = 13  # not a multiple of the device count: exercises padding and masking
+CONFIG = ssm.SSMConfig(vocab_size=11, width=6, state_size=3, num_layers=4, param_dtype="float64")
+
+
+def mesh(shape: tuple[int, ...], names: tuple[str, ...]) -> jax.sharding.Mesh:
+    devices = jax.devices()[: int(np.prod(shape))]
+    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=devices)
+
+
+@ft.cache
+def weights_and_tokens():
+    model = ssm.SSMLM(CONFIG, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, T + 1), 0, CONFIG.vocab_size)
+    return model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), tokens
+
+
+@ft.cache
+def single_device(method: str, window: int | None):
+    model, _, tokens = weights_and_tokens()
+    loss, grads = ssm.value_and_grad(model, tokens, method, window=window)
+    return loss, nnx.to_pure_dict(grads)
+
+
+CASES = [
+    ("layer", (4,), ("layer",), "adjoint", None),
+    ("layer", (2, 2), ("data", "layer"), "adjoint_paper", None),
+    ("layer", (4,), ("layer",), "truncated", 3),
+    ("sequence", (4,), ("sequence",), "adjoint", None),
+    ("sequence", (2, 2), ("data", "sequence"), "adjoint", None),
+    ("sequence", (4,), ("sequence",), "backprop", None),
+]
+
+
+IDS = [f"{c[0]}-{'x'.join(c[2])}-{c[3]}" for c in CASES]
+
+
+@pytest.mark.parametrize("layout,shape,names,method,window", CASES, ids=IDS)
+def test_layout_equals_single_device(layout, shape, names, method, window):
+    model, _, tokens = weights_and_tokens()
+    # backprop is exact, as is the adjoint (tests/ssm/test_gradients.py): one reference compile.
+    ref_loss, ref = single_device("adjoint" if method == "backprop" else method, window)
+    the_mesh = mesh(shape, names)
+    loss, state = ssm.value_and_grad(
+        model, tokens, method, window=window, mesh=the_mesh, layout=layout
+    )
+    grads = nnx.to_pure_dict(state)
+    assert jnp.allclose(loss, ref_loss, rtol=1e-13)
+    assert jax.tree.structure(grads) == jax.tree.structure(ref)
+    assert relative_error(grads, ref) < 1e-10
+    stages = the_mesh.shape.get("layer", 1)
+    for leaf in jax.tree.leaves(grads["layers"]):
+        # layer layout: each device returns only its own layers' gradients (no all-reduce).
+        assert leaf.sharding.spec == (P("layer") if layout == "layer" else P())
+        shard_shapes = {s.data.shape[0] for s in leaf.addressable_shards}
+        assert shard_shapes == {CONFIG.num_layers // stages}
+    for leaf in jax.tree.leaves({k: v for k, v in grads.items() if k != "layers"}):
+        assert leaf.sharding.is_fully_replicated
+
+
+def test_errors_name_the_supported_combinations_and_the_mesh_axes():
+    _, weights, tokens = weights_and_tokens()
+    layer_mesh = mesh((4,), ("layer",))
+    with pytest.raises(ValueError, match="layout='layer': adjoint, adjoint_paper, truncated"):
+        ssm.gradient_function(CONFIG, ssm.GradientOptions("checkpointed"), T, layer_mesh, "layer")
+    with pytest.raises(ValueError, match=r"mesh's axes are \('layer',\)"):
+        ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, layer_mesh, "sequence")
+    with pytest.raises(ValueError, match="multiple of it"):
+        ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, mesh((3,), ("layer",)), "layer")
+    data_mesh = mesh((4, 1), ("data", "sequence"))
+    fn = ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, data_mesh, "sequence")
+    with pytest.raises(ValueError, match="batch 2 is not divisible"):
+        fn(weights, tokens)
+
+
+def test_per_device_memory_of_the_sequence_layout():
+    """Compile-time memory only (nothing runs): each of 4 devices holds a quarter of the
+    stored states and streams, so the per-device total is well below one device's."""
+    config = CONFIG.replace(width=32, state_size=8, param_dtype="float32")
+    context = 256
+    weights = jax.eval_shape(
+        lambda: nnx.to_pure_dict(nnx.state(ssm.SSMLM(config, rngs=nnx.Rngs(0)), nnx.Param))
+    )
+    tokens = jax.ShapeDtypeStruct((1, context + 1), jnp.int32)
+    options = ssm.GradientOptions("adjoint")
+    single = compiled_memory(ssm.gradient_function(config, options, context), weights, tokens)
+    the_mesh = mesh((4,), ("sequence",))
+    sharded = ssm.gradient_function(config, options, context, the_mesh, "sequence")
+    per_device = compiled_memory(sharded, weights, tokens)
+    print(f"single device: {single}\nsequence layout, per device: {per_device}")
+    assert per_device.total < 0.4 * single.total
