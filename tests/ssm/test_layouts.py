@@ -5,6 +5,11 @@ supported combinations and the mesh's axes."""
 from __future__ import annotations
 
 import functools as ft
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 from adjoint_lab import ssm
 from adjoint_lab.core import compiled_memory, relative_error
 
+REPO = Path(__file__).resolve().parents[2]
 T = 13  # not a multiple of the device count: exercises padding and masking
 CONFIG = ssm.SSMConfig(vocab_size=11, width=6, state_size=3, num_layers=4, param_dtype="float64")
 
@@ -26,11 +32,14 @@ def mesh(shape: tuple[int, ...], names: tuple[str, ...]) -> jax.sharding.Mesh:
     return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=devices)
 
 
+def tokens_for(config: ssm.SSMConfig) -> jax.Array:
+    return jax.random.randint(jax.random.PRNGKey(1), (2, T + 1), 0, config.vocab_size)
+
+
 @ft.cache
 def weights_and_tokens():
     model = ssm.SSMLM(CONFIG, rngs=nnx.Rngs(0))
-    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, T + 1), 0, CONFIG.vocab_size)
-    return model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), tokens
+    return model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), tokens_for(CONFIG)
 
 
 @ft.cache
@@ -107,3 +116,47 @@ def test_per_device_memory_of_the_sequence_layout():
     per_device = compiled_memory(sharded, weights, tokens)
     print(f"single device: {single}\nsequence layout, per device: {per_device}")
     assert per_device.total < 0.4 * single.total
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    """2 processes × 2 CPU devices (jax.distributed on localhost, gloo collectives) give the
+    single-process gradients, for the layer layout (ppermute across processes) and the
+    sequence layout on a data × sequence mesh."""
+    port = _free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.ssm.layouts_worker", str(i), "2", str(port), tmp_path],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+    _, weights, tokens = weights_and_tokens()
+    ref_loss, ref = ssm.gradient_function(CONFIG, ssm.GradientOptions("adjoint"), T)(
+        weights, tokens
+    )
+    flat_ref = {
+        "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path({"loss": ref_loss, **ref})
+    }
+    for layout in ("layer", "sequence"):
+        first, second = (dict(np.load(tmp_path / f"{layout}{i}.npz")) for i in range(2))
+        assert first.keys() == flat_ref.keys()
+        for name in first:
+            np.testing.assert_array_equal(first[name], second[name])
+        assert relative_error(first, flat_ref) < 1e-10
