@@ -2,17 +2,27 @@
 
 One stored bank of Brownian base paths (`BasePaths`) is re-weighted by Girsanov's theorem
 for every new drift of a linear parabolic PDE in Feynman-Kac form; `feynman_kac` is the
-one-call front door, with Euler-Maruyama as the direct-simulation baseline. `problems`
-holds test problems with exact solutions.
+one-call front door, with Euler-Maruyama as the direct-simulation baseline and the Neural
+Girsanov Operator (`NeuralGirsanovOperator`, trained with `train_ngo` over the random-basis
+drift family) as the learned weight. `problems` holds test problems with exact solutions.
 """
 
 from . import problems as problems
+from .drift_family import RandomBasisDrift as RandomBasisDrift
+from .drift_family import SineInitial as SineInitial
+from .drift_family import affine_sine_exact as affine_sine_exact
+from .drift_family import sample_coefficients as sample_coefficients
 from .estimate import Estimate as Estimate
 from .estimate import WeightDegeneracyWarning as WeightDegeneracyWarning
 from .estimate import importance_estimate as importance_estimate
 from .estimate import monte_carlo_estimate as monte_carlo_estimate
 from .euler_maruyama import euler_maruyama_expectation as euler_maruyama_expectation
 from .girsanov import girsanov_log_weights as girsanov_log_weights
+from .ngo import NeuralGirsanovOperator as NeuralGirsanovOperator
+from .ngo import ngo_expectation as ngo_expectation
+from .ngo import path_features as path_features
+from .ngo_training import NGOTrainingConfig as NGOTrainingConfig
+from .ngo_training import train_ngo as train_ngo
 from .paths import BasePaths as BasePaths
 from .paths import brownian_increments as brownian_increments
 from .representation import feynman_kac as feynman_kac

@@ -8,6 +8,7 @@ from jaxtyping import ArrayLike, Float, PRNGKeyArray
 from .estimate import Estimate
 from .euler_maruyama import euler_maruyama_expectation
 from .integrand import Drift, Rate, Scalar
+from .ngo import NeuralGirsanovOperator, ngo_expectation
 from .paths import BasePaths
 
 __all__ = ["feynman_kac"]
@@ -29,6 +30,7 @@ def feynman_kac(
     sigma: Float[ArrayLike, ""] | Float[ArrayLike, " d"] = 1.0,
     self_normalised: bool = False,
     ess_threshold: float = 0.01,
+    operator: NeuralGirsanovOperator | None = None,
 ) -> Estimate:
     """Solve dp/dt = mu . grad p + 1/2 tr(sigma sigma^T hess p) - r p, p(0, .) = p0, at
     time `T` and points `x`, through the Feynman-Kac representation
@@ -54,8 +56,8 @@ def feynman_kac(
             bank of paths for many drifts, call `BasePaths.sample` once and then
             `paths.expectation(drift, p0, rate)` per drift (or under `jax.vmap`).
         - `"euler_maruyama"`: simulate the drifted SDE with the same increments.
-        - `"ngo"`: the Neural Girsanov Operator; not available yet (it needs a trained
-            operator, a later issue).
+        - `"ngo"`: the same base paths weighted by a trained Neural Girsanov Operator
+            (`operator`), zero-shot in the drift; see `ngo_expectation`.
     - `rate`: the discount ("growth") rate `rate(t, x) -> ()`, or `None` for zero.
     - `sigma`: the constant volatility, a scalar or a `(d,)` diagonal, > 0. Default 1.
         A state-dependent volatility must first be Lamperti-transformed to a constant one
@@ -64,26 +66,33 @@ def feynman_kac(
         plain importance-sampling estimator.
     - `ess_threshold`: Girsanov only: warn with `WeightDegeneracyWarning` where the
         effective sample size falls below `ess_threshold * n_paths`. Default 0.01.
+    - `operator`: `"ngo"` only, and required there: a trained `NeuralGirsanovOperator`
+        for the dimension of `x` (see `train_ngo`).
 
     **Returns:**
 
     An `Estimate` with `value`, `stderr` and `ess`, each of shape `(m,)`.
     """
-    if method == "ngo":
-        raise NotImplementedError(
-            "`feynman_kac(method='ngo')`: the Neural Girsanov Operator needs a trained "
-            "operator, which this version of `adjoint_lab.parabolic` does not provide yet "
-            "(it comes with a later issue). Use `method='girsanov'` (re-weighted base paths) "
-            "or `method='euler_maruyama'` (direct simulation)."
-        )
     if method not in _METHODS:
         raise ValueError(
             f"`feynman_kac(method={method!r})`: `method` must be one of "
             f"{', '.join(repr(m) for m in _METHODS)}."
         )
+    if method == "ngo" and operator is None:
+        raise ValueError(
+            "`feynman_kac(method='ngo')`: pass `operator=`, a trained "
+            "`NeuralGirsanovOperator` (build it with `NeuralGirsanovOperator(d, key=...)`, "
+            "train it with `train_ngo`)."
+        )
+    if method != "ngo" and operator is not None:
+        raise ValueError(
+            f"`feynman_kac(method={method!r})`: `operator` is only used with method='ngo'."
+        )
     paths = BasePaths.sample(key, x, T=T, n_paths=n_paths, n_steps=n_steps, sigma=sigma)
     if method == "euler_maruyama":
         return euler_maruyama_expectation(paths, drift, p0, rate)
+    if method == "ngo":
+        return ngo_expectation(operator, paths, drift, p0, rate)
     return paths.expectation(
         drift, p0, rate, self_normalised=self_normalised, ess_threshold=ess_threshold
     )

@@ -36,6 +36,12 @@ def check_points(owner: str, x: ArrayLike) -> Float[Array, "m d"]:
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
+    if not _is_traced(x) and not np.all(np.isfinite(np.asarray(x))):
+        bad = np.argwhere(~np.isfinite(np.asarray(x)))[:3].tolist()
+        raise ValueError(
+            f"`{owner}`: `x` must be finite; it has inf or nan at index (point, coordinate) "
+            f"{', '.join(map(str, bad))}."
+        )
     return x
 
 

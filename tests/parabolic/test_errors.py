@@ -71,7 +71,7 @@ def test_points_and_counts():
 
 
 def test_methods():
-    with pytest.raises(NotImplementedError, match=r"Neural Girsanov Operator needs a trained"):
+    with pytest.raises(ValueError, match=r"pass `operator=`, a trained `NeuralGirsanovOperator`"):
         _fk(method="ngo")
     with pytest.raises(ValueError, match=r"`method` must be one of 'girsanov', 'euler_maruyama'"):
         _fk(method="euler")
@@ -85,3 +85,27 @@ def test_bad_horizon_under_jit():
     sample(0.5)
     with pytest.raises(Exception, match=r"`T` must be finite and > 0"):
         sample(-0.5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_points(bad):
+    with pytest.raises(
+        ValueError, match=r"`x` must be finite; it has inf or nan at index .*\[1, 0\]"
+    ):
+        _fk(x=X.at[1, 0].set(bad))
+    with pytest.raises(ValueError, match=r"`BasePaths.sample`: `x` must be finite"):
+        parabolic.BasePaths.sample(KEY, X.at[1, 0].set(bad), T=0.5, n_paths=4, n_steps=2)
+
+
+@pytest.mark.parametrize("method", ["girsanov", "euler_maruyama", "ngo"])
+def test_all_methods_check_inputs(method):
+    """The NGO path runs the same checks as the other estimators."""
+    op = parabolic.NeuralGirsanovOperator(2, width=4, key=KEY) if method == "ngo" else None
+    with pytest.raises(ValueError, match=r"`T` must be finite and > 0"):
+        _fk(T=0.0, method=method, operator=op)
+    with pytest.raises(ValueError, match=r"`sigma` must be finite and > 0"):
+        _fk(sigma=-1.0, method=method, operator=op)
+    with pytest.raises(ValueError, match=r"`drift` .*returning shape \(2,\); it returned \(3,\)"):
+        _fk(drift=lambda t, x: jnp.ones(3), method=method, operator=op)
+    with pytest.raises(RuntimeError, match=r"`p0` returned a non-finite value"):
+        _fk(p0=lambda x: jnp.log(x[0]), method=method, operator=op)
