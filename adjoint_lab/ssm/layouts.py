@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
@@ -144,8 +144,9 @@ def layout_gradient_function(
     **Arguments:**
 
     - `config`, `options`, `context`: as for `adjoint_lab.ssm.gradient_function`.
-    - `mesh`: a `jax.sharding.Mesh` (Auto axes) with a `"layer"` axis for `layout="layer"`,
-        or a `"sequence"` axis (and optionally `"data"`) for `layout="sequence"`.
+    - `mesh`: a `jax.sharding.Mesh` (its axes are used as Auto axes) with a `"layer"` axis
+        for `layout="layer"`, or a `"sequence"` axis (and optionally `"data"`) for
+        `layout="sequence"`.
     - `layout`: `"layer"` or `"sequence"` (see the module docstring). Supported methods:
         `SUPPORTED`.
 
@@ -159,6 +160,10 @@ def layout_gradient_function(
     """
     _check(options, mesh, layout)
     assert mesh is not None
+    if any(t != AxisType.Auto for t in mesh.axis_types):
+        # The manual schedule needs no sharding types; with Explicit axes (jax.make_mesh's
+        # default) shard_map would insist that the inputs already carry its in_specs.
+        mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
     if layout == "layer":
         return _layer_layout(config, options, context, mesh)
     return _sequence_layout(config, options, context, mesh)
