@@ -17,16 +17,17 @@ import numpy as np
 from adjoint_lab.cnode import Integrator
 from adjoint_lab.core import CheckpointedBackprop
 
+# Each baseline next to its C-version (NODE and C-NODE first: the headline comparison).
 ALL_MODELS = [
     "node",
-    "anode",
-    "ilnode",
-    "ilanode",
-    "sonode",
     "cnode",
+    "anode",
     "canode",
+    "ilnode",
     "cilnode",
+    "ilanode",
     "cilanode",
+    "sonode",
 ]
 
 # Test accuracy (%) of the authors' logged runs [L], final epoch, mean ± std over 5 runs.
@@ -78,6 +79,16 @@ def dopri5(max_steps: int = 64, tol: float = 1e-3) -> Integrator:
         controller=diffrax.PIDController(rtol=tol, atol=tol),
         dt0=0.1,
         gradient=CheckpointedBackprop(max_steps=max_steps),
+    )
+
+
+def euler(steps: int) -> Integrator:
+    """`steps` constant Euler steps over [0, 1] (one step: the authors' non-adaptive runs)."""
+    return Integrator(
+        solver=diffrax.Euler(),
+        controller=diffrax.ConstantStepSize(),
+        dt0=1.0 / steps,
+        gradient=CheckpointedBackprop(max_steps=steps),
     )
 
 

@@ -157,12 +157,10 @@ def train_classifier(
     optimizer = optax.adamw(schedule, weight_decay=settings.weight_decay)
     _, static = eqx.partition(eqx.filter_eval_shape(spec.make, jax.random.PRNGKey(0)), _is_param)
 
-    @jax.jit
     def init(key):
         params = eqx.partition(spec.make(key), eqx.is_inexact_array)[0]
         return params, optimizer.init(params)
 
-    @jax.jit
     def step(params, opt_state, x, y):
         def loss(p):
             logits, stats = eqx.combine(p, static).logits_and_stats(x)
@@ -172,6 +170,7 @@ def train_classifier(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value, nfe
 
+    init, step = jax.jit(init), jax.jit(step)
     results = []
     for seed in seeds:
         params, opt_state = init(jax.random.PRNGKey(seed))

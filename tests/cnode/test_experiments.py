@@ -74,6 +74,7 @@ def test_exact_crossing_construction_sends_z_to_minus_z():
     np.testing.assert_allclose(paths[-1], -starts, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_classifier_reports_the_accuracy_of_its_parameters():
     digits = runs.digits_data()
     digits = digits._replace(train=runs.Split(*(a[:128] for a in digits.train)))
@@ -122,11 +123,12 @@ def test_accuracy_quick_profile_writes_the_table(tmp_path):
     built = cnode.NODE((1, 8, 8), 10, width=run["width"], key=jax.random.PRNGKey(0))
     assert digits["params"] == cnode.count_parameters(built)
     assert abs(digits["params"] - 1500) < 300  # matched to the quick budget
-    assert 0 <= run["test_accuracy"][0] <= 1 and digits["NFE bwd"] > digits["NFE fwd"] > 0
+    assert 0 <= run["test_accuracy"][0] <= 1
+    assert digits["NFE fwd"] == 2 and digits["NFE bwd"] >= 2  # the quick profile: 2 Euler steps
     # The NODE reference column is the authors' MNIST log from the notes.
     assert digits["authors' logs [L] test %"] == "97.09 ± 0.05"
     text = md.read_text()
-    assert text.count("not found") == 3 and "train_32x32.mat" in text
+    assert text.count("| not found |") == 3 and "train_32x32.mat" in text
 
 
 @pytest.mark.slow
