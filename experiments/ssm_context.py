@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -29,11 +30,12 @@ import jax
 
 from adjoint_lab import ssm
 from adjoint_lab.core.measure import peak_rss
-from experiments.report import Report
+from experiments.report import Report, results_dir
 from experiments.ssm_memory import (
     ADJOINT,
     BACKPROP,
     CHECKPOINTED,
+    FAST_COMPILE_FLAGS,
     PAPER,
     REMAT,
     Variant,
@@ -51,6 +53,19 @@ from experiments.ssm_memory import (
 
 NAME = "ssm_context"
 GB = 1e9
+_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+
+
+def _seed_plans(out: str | None) -> dict[tuple[str, str], dict[int, int]]:
+    """Plans (batch 1) from a previous ssm_memory run in the same results folder."""
+    path = (Path(out) if out else results_dir()) / "ssm_memory.json"
+    if not path.exists():
+        return {}
+    seeds: dict[tuple[str, str], dict[int, int]] = {}
+    for r in json.loads(path.read_text()).get("records", []):
+        if r.get("status") == "ok" and r.get("batch") == 1:
+            seeds.setdefault((r["preset"], r["method"]), {})[r["T"]] = r["total_bytes"]
+    return seeds
 
 
 # ----------------------------------------------------------------------------------------
@@ -66,11 +81,13 @@ def search_method(
     cap: int,
     tol: float,
     deadline: float,
+    seed: dict[int, int] | None = None,
 ) -> dict[str, Any]:
     """For each budget (bytes), the largest T (within `tol`) whose plan fits; runs in a
-    worker process. Every compile is cached and shared between the budgets."""
+    worker process. Every compile is cached and shared between the budgets; `seed` holds
+    plans already measured (by ssm_memory), which cost nothing."""
     config = ssm.preset(preset)
-    plans: dict[int, int] = {}
+    plans: dict[int, int] = dict(seed or {})
     probes: list[dict[str, Any]] = []
 
     def plan(T: int) -> int:
@@ -82,7 +99,12 @@ def search_method(
             probes.append({"T": T, "bytes": plans[T], "compile_s": time.perf_counter() - t0})
         return plans[T]
 
-    results: dict[str, Any] = {"preset": preset, "method": variant.label, "probes": probes}
+    results: dict[str, Any] = {
+        "preset": preset,
+        "method": variant.label,
+        "probes": probes,
+        "seeded": sorted(plans),
+    }
     try:
         size = start
         while plan(size) <= max(budgets) and size < cap:
@@ -189,7 +211,16 @@ def run_step(preset: str, method: str, context: int, batch: int, timeout: float)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "timing.json")
         try:
-            rss = peak_rss(training_step, preset, method, context, batch, path, timeout=timeout)
+            rss = peak_rss(
+                training_step,
+                preset,
+                method,
+                context,
+                batch,
+                path,
+                timeout=timeout,
+                env={"XLA_FLAGS": _XLA_FLAGS},  # not the search workers' fast-compile flags
+            )
         except Exception as error:
             text = str(error)
             status = (
@@ -225,6 +256,7 @@ class Profile:
     estimate: tuple[str, int, tuple[int, ...]]  # preset, T, batches: backprop's plan
     workers: int
     budget_s: float
+    seed: bool = False  # start from ssm_memory's plans in the same results folder
 
 
 PROFILES = {
@@ -254,6 +286,7 @@ PROFILES = {
         estimate=("ssm-ref", 2**20, (1, 2)),
         workers=2,
         budget_s=20 * 60,
+        seed=True,
     ),
 }
 
@@ -288,8 +321,21 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     with cf.ThreadPoolExecutor(1) as thread:
         step_future = thread.submit(steps)
+        seeds = _seed_plans(args.out) if profile.seed else {}
         tasks = [
-            (search_method, (p, v, budgets, profile.start, profile.cap, profile.tol, deadline))
+            (
+                search_method,
+                (
+                    p,
+                    v,
+                    budgets,
+                    profile.start,
+                    profile.cap,
+                    profile.tol,
+                    deadline,
+                    seeds.get((p, v.label)),
+                ),
+            )
             for p, variants, budgets in profile.searches
             for v in variants
         ]
@@ -297,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         def log(r: dict[str, Any]) -> None:
             print(f"[{time.time() - started:6.0f}s] search {r['preset']} {r['method']}", flush=True)
 
-        searches = run_tasks(tasks, profile.workers, log)
+        searches = run_tasks(tasks, profile.workers, log, xla_flags=FAST_COMPILE_FLAGS)
         preset, T_est, batches = profile.estimate
         estimates = {
             b: gradient_memory(ssm.preset(preset), BACKPROP, T_est, b).total for b in batches
@@ -310,7 +356,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         f"gradient function (see ssm_memory), so the budgets are for the gradient computation "
         f"(weights, tokens, activations/stored states, gradients); Adam's two moment buffers "
         f"add 2 × the weights (ssm-ref: 6.4 MB; ssm-1.27b: 10 GB). Machine: {ram / GB:.1f} GB "
-        f"RAM; {load_before} at the start (shared machine)."
+        f"RAM; {load_before} at the start (shared machine). The search starts from the "
+        f"plans of ssm_memory's run where present (seeded contexts in the JSON) and compiles "
+        f"the rest with cheaper code generation (same plan; see ssm_memory)."
     )
     report.section("Longest context within a memory budget")
     rows = []
