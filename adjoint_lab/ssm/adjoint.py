@@ -194,19 +194,25 @@ def exact_layer_backward(
         dh = dh.at[-1].add(mu_end)
     mu = adjoint_states(a, dh)
     d_out = jnp.einsum("...n,...p->np", c * h, G)
-    cotangents = (mu * _previous_states(h, h0), mu, dz * h)  # for 𝒜, ℬ and c
     maps_w = {k: w[k] for k in _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")}
+    first = jnp.zeros_like(h[0]) if h0 is None else h0
 
     def one_chunk(j: Array, carry):
         r, G, dw = carry
         take = ft.partial(lax.dynamic_slice_in_dim, start_index=j * chunk, slice_size=chunk)
-        r_prev = take(r) - emit(w, take(c), take(h))
+        h_j, mu_j, G_j = take(h), take(mu), take(G)
+        # The cotangents of 𝒜, ℬ and c are formed per chunk: no more T × N buffers.
+        before = lax.dynamic_index_in_dim(h, jnp.maximum(j * chunk - 1, 0), keepdims=False)
+        before = jnp.where(j == 0, first, before)
+        h_prev = jnp.concatenate([before[None], h_j[:-1]], axis=0)
+        cotangents = (mu_j * h_prev, mu_j, (G_j @ w_out.T) * h_j)
+        r_prev = take(r) - emit(w, take(c), h_j)
         x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
         _, maps_vjp = jax.vjp(_maps, maps_w, x)
-        dw_maps, dx = maps_vjp(tuple(take(t) for t in cotangents))
+        dw_maps, dx = maps_vjp(cotangents)
         dr, d_norm = norm_vjp(dx)
         r = lax.dynamic_update_slice_in_dim(r, r_prev, j * chunk, 0)
-        G = lax.dynamic_update_slice_in_dim(G, take(G) + dr, j * chunk, 0)
+        G = lax.dynamic_update_slice_in_dim(G, G_j + dr, j * chunk, 0)
         return r, G, jax.tree.map(jnp.add, dw, {**dw_maps, "norm": d_norm})
 
     zeros = jax.tree.map(jnp.zeros_like, {**maps_w, "norm": w["norm"]})
