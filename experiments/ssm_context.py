@@ -54,6 +54,7 @@ from experiments.ssm_memory import (
 NAME = "ssm_context"
 GB = 1e9
 _XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+_FAILED = 2**62  # the plan of a compile that failed: larger than any budget
 
 
 def _seed_plans(out: str | None) -> dict[tuple[str, str], dict[int, int]]:
@@ -95,8 +96,14 @@ def search_method(
             if time.time() > deadline:
                 raise TimeoutError("over the time budget")
             t0 = time.perf_counter()
-            plans[T] = gradient_memory(config, variant, T).total
-            probes.append({"T": T, "bytes": plans[T], "compile_s": time.perf_counter() - t0})
+            try:
+                plans[T] = gradient_memory(config, variant, T).total
+                error = None
+            except Exception as e:  # e.g. a size limit at 2^30 tokens: count it as too big
+                plans[T], error = _FAILED, f"{type(e).__name__}: {str(e)[:200]}"
+            probes.append(
+                {"T": T, "bytes": plans[T], "compile_s": time.perf_counter() - t0, "error": error}
+            )
         return plans[T]
 
     results: dict[str, Any] = {
@@ -375,8 +382,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
                         r["method"],
                         f"{budget / GB:g}",
                         _exp(res["lo"]),
-                        f"{fmt_mb(res['lo_bytes'])} MB fits; T = {res['hi']:,} needs "
-                        f"{fmt_mb(res['hi_bytes'])} MB",
+                        f"{fmt_mb(res['lo_bytes'])} MB fits; T = {res['hi']:,} "
+                        + (
+                            "does not compile"
+                            if res["hi_bytes"] >= _FAILED
+                            else f"needs {fmt_mb(res['hi_bytes'])} MB"
+                        ),
                     ]
                 )
             elif res["status"] == "cap":
