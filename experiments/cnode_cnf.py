@@ -92,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         start = time.perf_counter()
         trained, losses, nfes = train(velocity, p["iters"], p["batch"])
         seconds = time.perf_counter() - start
-        log_p, nfe = jax.jit(lambda v, x: log_likelihood(v, x, controller=EVAL_TOL))(trained, test)
+        log_p, nfe = eqx.filter_jit(lambda v, x: log_likelihood(v, x, controller=EVAL_TOL))(
+            trained, test
+        )
         nll = float(-jnp.mean(log_p))
         density = np.exp(np.asarray(log_likelihood(trained, grid, controller=EVAL_TOL)[0]))
         ax.imshow(
