@@ -17,6 +17,13 @@ from .estimate import WeightDegeneracyWarning as WeightDegeneracyWarning
 from .estimate import importance_estimate as importance_estimate
 from .estimate import monte_carlo_estimate as monte_carlo_estimate
 from .euler_maruyama import euler_maruyama_expectation as euler_maruyama_expectation
+from .generative import GenerativeTask as GenerativeTask
+from .generative import bits_per_dim as bits_per_dim
+from .generative import elbo_is as elbo_is
+from .generative import elbo_is_paths as elbo_is_paths
+from .generative import fit_meta_distribution as fit_meta_distribution
+from .generative import sample_generative as sample_generative
+from .generative import train_generative_task as train_generative_task
 from .girsanov import girsanov_log_weights as girsanov_log_weights
 from .ngo import NeuralGirsanovOperator as NeuralGirsanovOperator
 from .ngo import ngo_expectation as ngo_expectation
@@ -25,4 +32,6 @@ from .ngo_training import NGOTrainingConfig as NGOTrainingConfig
 from .ngo_training import train_ngo as train_ngo
 from .paths import BasePaths as BasePaths
 from .paths import brownian_increments as brownian_increments
+from .realnvp import RealNVP as RealNVP
+from .realnvp import fit_realnvp as fit_realnvp
 from .representation import feynman_kac as feynman_kac

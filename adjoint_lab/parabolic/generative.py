@@ -150,6 +150,7 @@ def _divergence(
     return mu, jnp.dot(probe, jv)
 
 
+@eqx.filter_jit
 def elbo_is_paths(
     drift: Callable,
     diffusion: Callable,
