@@ -8,6 +8,7 @@ drift family) as the learned weight. `problems` holds test problems with exact s
 """
 
 from . import problems as problems
+from .deeponet import DeepONet as DeepONet
 from .drift_family import RandomBasisDrift as RandomBasisDrift
 from .drift_family import SineInitial as SineInitial
 from .drift_family import affine_sine_exact as affine_sine_exact
@@ -17,6 +18,9 @@ from .estimate import WeightDegeneracyWarning as WeightDegeneracyWarning
 from .estimate import importance_estimate as importance_estimate
 from .estimate import monte_carlo_estimate as monte_carlo_estimate
 from .euler_maruyama import euler_maruyama_expectation as euler_maruyama_expectation
+from .fno import FNO as FNO
+from .fno import SpectralConv as SpectralConv
+from .fno import fno_parameter_count as fno_parameter_count
 from .generative import GenerativeTask as GenerativeTask
 from .generative import bits_per_dim as bits_per_dim
 from .generative import elbo_is as elbo_is
@@ -35,3 +39,9 @@ from .paths import brownian_increments as brownian_increments
 from .realnvp import RealNVP as RealNVP
 from .realnvp import fit_realnvp as fit_realnvp
 from .representation import feynman_kac as feynman_kac
+from .semilinear import SemilinearBSB as SemilinearBSB
+from .semilinear import SemilinearHJB as SemilinearHJB
+from .semilinear import ZNetwork as ZNetwork
+from .semilinear import ZTrainingConfig as ZTrainingConfig
+from .semilinear import semilinear_expectation as semilinear_expectation
+from .semilinear import train_z_network as train_z_network
