@@ -235,6 +235,15 @@ def main(argv: list[str] | None = None) -> Path:
         key="claim",
     )
     report.text(
+        "Reading: compare each start's bits/dim with its 'start only' column. With T = 0.1 "
+        "and |mu| <= 1 the learned dynamics move mass by at most ~0.1 per coordinate, so "
+        "(as in the paper) the metric mostly measures how close the initial law already is "
+        "to the target. p_meta wins wherever its support covers the task; a task beyond the "
+        "meta-training range (c > 10) meets p_meta's light tails, and its bits/dim grows "
+        "with the distance as the N(0, I) start's does, rather than saturating as in the "
+        "paper's Figure 3."
+    )
+    report.text(
         "The paper's x-axis is 'Wass distance' between the initial and target laws (2-Wasserstein, "
         "squared or not is unstated); we give W2 (not squared) from both starts. The 100-d panel "
         "and the p_meta + mu_meta variant are not run."
@@ -252,8 +261,9 @@ def main(argv: list[str] | None = None) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     arr = np.array([r[1:5] for r in rows], dtype=float)
     for ax, col, label in ((axes[0], 1, "W2 from p_meta"), (axes[1], 0, "W2 from N(0, I)")):
-        ax.plot(arr[:, col], arr[:, 2], "o-", label="N(0, I) start")
-        ax.plot(arr[:, col], arr[:, 3], "s-", label="p_meta start")
+        order = np.argsort(arr[:, col])  # W2 from p_meta is not monotone in the task mean
+        ax.plot(arr[order, col], arr[order, 2], "o-", label="N(0, I) start")
+        ax.plot(arr[order, col], arr[order, 3], "s-", label="p_meta start")
         ax.axhline(optimal, color="k", ls=":", label="optimal")
         ax.set_xlabel(label)
         ax.set_ylabel("test bits/dim")
