@@ -292,7 +292,7 @@ PROFILES = {
         ),
         estimate=("ssm-ref", 2**20, (1, 2)),
         workers=2,
-        budget_s=20 * 60,
+        budget_s=14 * 60,
         seed=True,
     ),
 }
@@ -304,30 +304,44 @@ def _exp(T: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = common_parser(__doc__.splitlines()[0], PROFILES).parse_args(argv)
+    parser = common_parser(__doc__.splitlines()[0], PROFILES)
+    parser.add_argument(
+        "--replot", default=None, help="rewrite the report from this run's JSON, measuring nothing"
+    )
+    args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     report = Report(
         NAME,
         "Longest trainable context per memory budget, and training steps at 1M / 16M tokens",
-        command(NAME, argv),
+        # A replot regenerates the same report: its command is the measuring run's.
+        command(NAME, [a for a in argv if a not in (args.replot, "--replot")]),
         out=args.out,
     )
     started = time.time()
     deadline = started + profile.budget_s
     load_before = load_note()
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        searches, step_results = saved["searches"], saved["steps"]
+        estimates = {int(b): v for b, v in saved["backprop_estimate_bytes"].items()}
+        load_before = saved.get("load", "load not recorded")
+        report.text("(Rewritten from the measuring run's JSON with `--replot`: nothing re-run.)")
+        _, T_est, _ = profile.estimate
+        return _write(
+            report, args.profile, profile, searches, step_results, estimates, T_est, load_before
+        )
 
-    # The real steps run one after another in a thread (each in its own process) while the
-    # searches compile in the worker pool: they share the machine, so the step times below
-    # are upper bounds.
-    def steps() -> list[dict[str, Any]]:
-        out = []
-        for preset, method, T, timeout in profile.steps:
-            out.append(run_step(preset, method, T, 1, timeout))
-            print(f"[{time.time() - started:6.0f}s] step {out[-1]}", flush=True)
-        return out
+    # The real steps run at the same time, each in its own process, while the searches
+    # compile in the worker pool: they share the machine, so the step times below are
+    # upper bounds.
+    def one_step(spec: tuple[str, str, int, float]) -> dict[str, Any]:
+        preset, method, T, timeout = spec
+        result = run_step(preset, method, T, 1, timeout)
+        print(f"[{time.time() - started:6.0f}s] step {result}", flush=True)
+        return result
 
-    with cf.ThreadPoolExecutor(1) as thread:
-        step_future = thread.submit(steps)
+    with cf.ThreadPoolExecutor(len(profile.steps)) as thread:
+        step_futures = [thread.submit(one_step, spec) for spec in profile.steps]
         seeds = _seed_plans(args.out) if profile.seed else {}
         tasks = [
             (
@@ -355,11 +369,27 @@ def main(argv: Sequence[str] | None = None) -> Path:
         estimates = {
             b: gradient_memory(ssm.preset(preset), BACKPROP, T_est, b).total for b in batches
         }
-        step_results = step_future.result()
+        step_results = [f.result() for f in step_futures]
 
+    return _write(
+        report, args.profile, profile, searches, step_results, estimates, T_est, load_before
+    )
+
+
+def _write(
+    report: Report,
+    profile_name: str,
+    profile: Profile,
+    searches: list[dict[str, Any]],
+    step_results: list[dict[str, Any]],
+    estimates: dict[int, int],
+    T_est: int,
+    load_before: str,
+) -> Path:
+    preset = profile.estimate[0]
     ram = machine_ram_bytes()
     report.text(
-        f"Profile `{args.profile}`. Batch 1, float32. Memory = XLA's compile-time plan of the "
+        f"Profile `{profile_name}`. Batch 1, float32. Memory = XLA's compile-time plan of the "
         f"gradient function (see ssm_memory), so the budgets are for the gradient computation "
         f"(weights, tokens, activations/stored states, gradients); Adam's two moment buffers "
         f"add 2 × the weights (ssm-ref: 6.4 MB; ssm-1.27b: 10 GB). Machine: {ram / GB:.1f} GB "
@@ -483,18 +513,41 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "One step = compile the gradient function, run it once on random byte tokens, then "
         "one optax Adam update (jitted). Peak RSS is the child's VmHWM (includes JAX, the "
         "compiler, weights, tokens and Adam state). The steps ran while the searches "
-        f"compiled in {profile.workers} worker processes on the same 2 cores (and other users' "
-        f"jobs); {load_note()} at the end, so times are upper bounds."
+        f"compiled in {profile.workers} worker processes, all steps at once, on the same 2 cores "
+        f"(with other users' jobs); {load_note()} at the end, so times are upper bounds."
     )
     report.data.update(
         {
-            "profile": args.profile,
+            "profile": profile_name,
+            "load": load_before,
             "searches": searches,
             "steps": step_results,
             "backprop_estimate_bytes": {str(b): v for b, v in estimates.items()},
             "machine_ram_bytes": ram,
         }
     )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in searches:
+        budgets = next(b for p, _, b in profile.searches if p == r["preset"])
+        pts = [
+            (b / GB, r[str(b)]["lo"])
+            for b in budgets
+            if r.get(str(b), {}).get("status") in ("ok", "cap")
+        ]
+        if pts:
+            x, y = zip(*pts, strict=True)
+            ax.loglog(x, y, "o-", label=f"{r['preset']} {r['method']}")
+    ax.set_xlabel("memory budget for the gradient (GB)")
+    ax.set_ylabel("longest context T that fits")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Longest context per budget (compile-time plan; search cap 2^30)", fontsize=10)
+    report.figure(fig, f"{NAME}.png", "longest context vs memory budget, log-log")
     return report.write()
 
 
