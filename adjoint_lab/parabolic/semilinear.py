@@ -141,6 +141,7 @@ class ZNetwork(eqx.Module):
         return self.mlp(jnp.concatenate([jnp.reshape(t / self.T, (1,)).astype(x.dtype), x]))
 
 
+@eqx.filter_jit
 def backward_values(
     z_fn, problem: AbstractSemilinearProblem, paths: BasePaths
 ) -> Float[Array, "m n_paths"]:
