@@ -96,7 +96,7 @@ def test_tiny_fno_training_beats_untrained():
     loss = eqx.filter_jit(table1.fno_loss)
     before = float(loss(model, coords, 16, held_out))
     trained, losses = table1._fit(
-        model, lambda m, k: table1.fno_loss(m, coords, batch, k), 25, 1e-2, jax.random.PRNGKey(1)
+        model, lambda m, k: table1.fno_loss(m, coords, batch, k), 40, 1e-2, jax.random.PRNGKey(1)
     )
     after = float(loss(trained, coords, 16, held_out))
     assert np.all(np.isfinite(losses))
