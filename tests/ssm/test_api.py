@@ -19,8 +19,13 @@ def tiny():
 def test_presets_have_the_documented_sizes():
     ref = ssm.preset("ssm-ref")
     assert (ref.vocab_size, ref.width, ref.state_size, ref.num_layers) == (256, 256, 16, 4)
-    expected = {"ssm-32m": 32e6, "ssm-63m": 63e6, "ssm-127m": 127e6, "ssm-225m": 225e6,
-                "ssm-1.27b": 1.27e9}
+    expected = {
+        "ssm-32m": 32e6,
+        "ssm-63m": 63e6,
+        "ssm-127m": 127e6,
+        "ssm-225m": 225e6,
+        "ssm-1.27b": 1.27e9,
+    }
     for name, size in expected.items():
         assert abs(ssm.count_parameters(ssm.preset(name)) / size - 1) < 0.02, name
     # The count from the shapes equals the model's own parameters.
@@ -32,8 +37,8 @@ def test_presets_have_the_documented_sizes():
 
 def test_layer_parameters_carry_the_layer_mesh_axis(tiny):
     specs = nnx.get_partition_spec(nnx.state(tiny, nnx.Param))
-    assert specs["layers"]["a_kernel"].value == jax.P("layer", None, None)
-    assert specs["embed"].value == jax.P(None, None)
+    assert specs["layers"]["a_kernel"].get_value() == jax.P("layer", None, None)
+    assert specs["embed"].get_value() == jax.P(None, None)
 
 
 @pytest.mark.parametrize(
