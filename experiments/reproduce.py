@@ -10,6 +10,7 @@ summary of what ran, what failed and why, then each module's tables and figures.
     python -m experiments.reproduce --profile quick --out /tmp/report
     python -m experiments.reproduce --profile cpu              # results/ (committed)
     python -m experiments.reproduce --only ssm_memory --force  # one module, ignoring the cache
+    python -m experiments.reproduce --report-only              # REPORT.md from the results there
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", default=None, help="results folder (default: results/)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these modules")
     parser.add_argument("--force", action="store_true", help="rerun even if cached")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing; write REPORT.md from the results files already in the folder",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else results_dir()
     logs = out / "logs"
@@ -95,6 +101,10 @@ def main(argv: list[str] | None = None) -> Path:
                 continue
             if not (ROOT / "experiments" / f"{module}.py").exists():
                 summary.append((paper, module, "missing", "no such module yet", 0.0))
+                continue
+            if args.report_only:
+                present = (out / f"{module}.md").exists()
+                summary.append((paper, module, "present" if present else "not run", "", 0.0))
                 continue
             key = _fingerprint(module, args.profile)
             cached = cache.get(module, {})
