@@ -25,7 +25,7 @@ from .girsanov import girsanov_expectation
 from .ngo import NeuralGirsanovOperator, ngo_expectation
 from .paths import BasePaths, brownian_increments
 
-__all__ = ["NGOTrainingConfig", "ngo_loss", "train_ngo"]
+__all__ = ["NGOTrainingConfig", "ngo_loss", "ngo_task_loss", "train_ngo"]
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,25 @@ def ngo_loss(
 ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
     """The normalised squared distance between NGO and direct-Girsanov estimates over a
     fresh batch of tasks, on independent path banks. Returns (loss, metrics)."""
+    k_tasks, k_paths = jax.random.split(key)
+    c, phase, x = _tasks(config, operator.d, k_tasks, jnp.result_type(float))
+    return ngo_task_loss(operator, config, c, phase, x, k_paths)
+
+
+def ngo_task_loss(
+    operator: NeuralGirsanovOperator,
+    config: NGOTrainingConfig,
+    c: Float[Array, "tasks 3"],
+    phase: Float[Array, " tasks"],
+    x: Float[Array, "tasks points d"],
+    key: PRNGKeyArray,
+) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
+    """`ngo_loss` for given tasks: drift coefficients `c`, initial phases `phase` and points
+    `x`; `key` draws the two independent path banks (targets and NGO)."""
     d = operator.d
     dtype = jnp.result_type(float)
-    k_tasks, k_target, k_ngo = jax.random.split(key, 3)
-    c, phase, x = _tasks(config, d, k_tasks, dtype)
+    c, phase, x = (jnp.asarray(a, dtype) for a in (c, phase, x))
+    k_target, k_ngo = jax.random.split(key)
     T = jnp.asarray(config.T, dtype)
     sigma = jnp.asarray(config.sigma, dtype)
     h = T / config.n_steps

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..cnode import tasks as cnode_tasks
 from ..config.schema import ExperimentConfig
+from ..parabolic import task as parabolic_task
 from ..ssm import task as ssm_task
 from ..train.task import Task
 from . import node_spiral
@@ -37,4 +38,5 @@ TASKS: dict[str, TaskEntry] = {
         build=cnode_tasks.build_crossing, schemas=cnode_tasks.CROSSING_SCHEMAS
     ),
     "ssm_lm": TaskEntry(build=ssm_task.build, schemas=ssm_task.SCHEMAS),
+    "parabolic_ngo": TaskEntry(build=parabolic_task.build, schemas=parabolic_task.SCHEMAS),
 }
