@@ -123,6 +123,15 @@ def main(argv: list[str] | None = None) -> Path:
     return _write_report(out, args.profile, summary)
 
 
+def _verdicts(md: Path) -> str:
+    """'2 PASS, 1 FAIL' from the rows of a results file's targets table; '' if none."""
+    if not md.exists():
+        return ""
+    rows = [line for line in md.read_text().splitlines() if line.startswith("|")]
+    counts = {v: sum(line.rstrip(" |").endswith(v) for line in rows) for v in ("PASS", "FAIL")}
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+
+
 def _write_report(out: Path, profile: str, summary: list) -> Path:
     lines = [
         "# Reproduction report",
@@ -130,9 +139,14 @@ def _write_report(out: Path, profile: str, summary: list) -> Path:
         "is the module's own results file (`<module>.md`), with the command that regenerates "
         "it, the paper's numbers beside ours, and its figures.",
         "## Summary",
+        "Targets: the PASS / FAIL verdicts of each module's own targets table (a module without "
+        "one reports its comparison with the paper in prose below).",
         "\n".join(
-            ["| paper | module | status | note | time (s) |", "|---|---|---|---|---|"]
-            + [f"| {p} | `{m}` | {s} | {n} | {t:.0f} |" for p, m, s, n, t in summary]
+            ["| paper | module | status | targets | note | time (s) |", "|---|---|---|---|---|---|"]
+            + [
+                f"| {p} | `{m}` | {s} | {_verdicts(out / f'{m}.md')} | {n} | {t:.0f} |"
+                for p, m, s, n, t in summary
+            ]
         ),
     ]
     for paper, (title, modules) in PAPERS.items():
