@@ -23,10 +23,12 @@ from ..config.schema import SSM_GRADIENTS, ExperimentConfig
 from ..core.measure import available_memory, compiled_memory
 from ..data.synthetic import associative_recall, selective_copying
 from ..data.text import read_text_bytes, split_corpus, stdlib_corpus, text_windows
+from ..train.mesh import make_mesh
 from ..train.task import Task
 from .api import GradientOptions, gradient_function
 from .config import PRESETS, SSMConfig
 from .evaluate import evaluation_function
+from .layouts import layer_shardings
 from .model import SSMLM
 
 __all__ = ["SCHEMAS", "MemoryBudgetError", "build"]
@@ -183,12 +185,16 @@ class _Batches:
         return associative_recall(rng, self.batch_size, data.num_pairs, data.vocab_size)
 
 
-def _check_memory(fn: Any, weights: Any, batches: _Batches, options: GradientOptions) -> None:
-    """Stop before anything runs if XLA's estimate of the step exceeds the free memory."""
+def _check_memory(
+    fn: Any, weights: Any, batches: _Batches, options: GradientOptions, devices: int = 1
+) -> None:
+    """Stop before anything runs if XLA's estimate of the step exceeds the free memory.
+    On a mesh the estimate is per device; simulated CPU devices share the host's memory,
+    so it counts `devices` times (an upper bound on a GPU, where each has its own)."""
     tokens, target_weights = batches(0)
     as_spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
     args = jax.tree.map(as_spec, (weights, tokens, target_weights))
-    estimate = compiled_memory(fn, *args).total
+    estimate = compiled_memory(fn, *args).total * devices
     # Parameters, gradients and two Adam moments live beside the gradient computation.
     state = 3 * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(weights))
     needed, free = estimate + state, available_memory()
@@ -203,11 +209,36 @@ def _check_memory(fn: Any, weights: Any, batches: _Batches, options: GradientOpt
         )
 
 
+def _layout(config: ExperimentConfig) -> str | None:
+    """The device layout the mesh asks for: a `layer` or a `sequence` axis (not both)."""
+    axes = set(config.mesh.axes)
+    if {"layer", "sequence"} <= axes:
+        raise ConfigError(
+            "mesh.axes", list(config.mesh.axes), "use a 'layer' or a 'sequence' axis, not both"
+        )
+    if "layer" in axes and "data" in axes:
+        raise ConfigError(
+            "mesh.axes", list(config.mesh.axes), "the layer layout takes the axis 'layer' alone"
+        )
+    return "layer" if "layer" in axes else "sequence" if "sequence" in axes else None
+
+
 def build(config: ExperimentConfig) -> Task:
     batches = _Batches(config)
     model_config = _model_config(config, batches.vocab_size)
     options = _gradient_options(config)
-    grad_fn = gradient_function(model_config, options, batches.context)
+    layout = _layout(config)
+    mesh = make_mesh(config.mesh) if layout else None
+    if layout == "layer" and model_config.num_layers % mesh.shape["layer"]:
+        raise ConfigError(
+            "mesh.shape",
+            list(config.mesh.shape),
+            f"the {model_config.num_layers} layers must split evenly over the 'layer' axis",
+        )
+    try:
+        grad_fn = gradient_function(model_config, options, batches.context, mesh, layout)
+    except ValueError as error:  # an unsupported method/layout pair: name both
+        raise ConfigError("gradient.name", options.method, str(error)) from error
     eval_fn = evaluation_function(model_config, batches.context)
 
     def init(key):
@@ -215,7 +246,7 @@ def build(config: ExperimentConfig) -> Task:
         return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    _check_memory(grad_fn, shapes, batches, options)
+    _check_memory(grad_fn, shapes, batches, options, devices=mesh.size if mesh else 1)
 
     def value_and_grad(params, batch, key):
         tokens, target_weights = batch
@@ -240,11 +271,14 @@ def build(config: ExperimentConfig) -> Task:
         }
 
     return Task(
-        name=f"ssm_lm[{options.method}]",
+        name=f"ssm_lm[{options.method}{f', {layout} layout' if layout else ''}]",
         init=init,
         loss=loss,
         batch=batches,
         batch_size=config.train.batch_size,
         evaluate=evaluate,
         value_and_grad=value_and_grad,
+        param_shardings=(lambda mesh, params: layer_shardings(mesh, params))
+        if layout == "layer"
+        else None,
     )

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..config.schema import TrainConfig
 from .checkpoint import Checkpointer
 from .errors import CheckpointError, NonFiniteLossError
-from .mesh import replicated, shard_batch
+from .mesh import replicated, shard_batch, state_shardings
 from .metrics import MetricsLog, plot_curves, read_metrics
 from .state import TrainState
 from .task import Task
@@ -59,6 +59,11 @@ def _make_step(task: Task, optimizer: optax.GradientTransformation, seed: int) -
     return step
 
 
+def _state_shardings(task: Task, state: TrainState, mesh: Mesh) -> PyTree:
+    placed = task.param_shardings(mesh, state.params) if task.param_shardings else None
+    return state_shardings(state, mesh, placed)
+
+
 def _initial_state(
     task: Task,
     optimizer: optax.GradientTransformation,
@@ -70,7 +75,7 @@ def _initial_state(
     params = task.init(jax.random.PRNGKey(seed))
     state = TrainState.create(params, optimizer)
     if mesh is not None:
-        state = jax.device_put(state, replicated(mesh))
+        state = jax.device_put(state, _state_shardings(task, state, mesh))
     if resume == "false":
         if checkpointer.steps():
             raise CheckpointError(
@@ -111,7 +116,8 @@ def fit(
     - `config`: steps, batch, logging and checkpoint policy.
     - `run_dir`: receives `metrics.jsonl`, `checkpoints/`, `curves.png`, `results.json`.
     - `seed`: seeds parameters and per-step keys.
-    - `mesh`: when given, each batch is split over its `data` axis and the state replicated.
+    - `mesh`: when given, each batch is split over its `data` axis and the state replicated
+      (or placed by `task.param_shardings`).
     - `meta`: JSON-able facts stored with every checkpoint (e.g. the config).
     - `on_step`: called with the step number after each step (tests use it to interrupt).
 
@@ -127,7 +133,13 @@ def fit(
             task, optimizer, seed, checkpointer, config.resume, mesh
         )
         log = MetricsLog(run_dir / "metrics.jsonl", resume_step=resumed_from) if is_main else None
-        step_fn = jax.jit(_make_step(task, optimizer, seed), donate_argnums=0)
+        step = _make_step(task, optimizer, seed)
+        if mesh is None:
+            step_fn = jax.jit(step, donate_argnums=0)
+        else:  # the state keeps its placement from step to step
+            whole = replicated(mesh)
+            out = (_state_shardings(task, state, mesh), whole, whole)
+            step_fn = jax.jit(step, donate_argnums=0, out_shardings=out)
         meta = dict(meta or {})
 
         first = 0 if resumed_from is None else resumed_from

@@ -95,6 +95,39 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def state_shardings(
+    state: PyTree, mesh: Mesh, param_shardings: PyTree[NamedSharding] | None = None
+) -> PyTree[NamedSharding]:
+    """Shardings for a whole training state from the parameters' shardings.
+
+    A leaf whose key path ends with a parameter's key path and has that parameter's shape
+    takes its sharding: the parameters themselves and every parameter-shaped optimizer
+    moment (optax keeps them under the same keys), so each device holds the optimizer state
+    of exactly its parameters. Everything else (step counters, scalars) is replicated.
+    """
+    whole = replicated(mesh)
+    if param_shardings is None:
+        return jax.tree_util.tree_map(lambda _: whole, state)
+    params = state.params
+    flat_params, _ = jax.tree_util.tree_flatten_with_path(params)
+    flat_shardings = jax.tree_util.tree_leaves(
+        param_shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding)
+    )
+    by_suffix = {
+        jax.tree_util.keystr(path): (np.shape(leaf), sharding)
+        for (path, leaf), sharding in zip(flat_params, flat_shardings, strict=True)
+    }
+
+    def pick(path, leaf):
+        text = jax.tree_util.keystr(path)
+        for suffix, (shape, sharding) in by_suffix.items():
+            if text.endswith(suffix) and np.shape(leaf) == shape:
+                return sharding
+        return whole
+
+    return jax.tree_util.tree_map_with_path(pick, state)
+
+
 def shard_batch(batch: PyTree, mesh: Mesh, axis: str = "data") -> PyTree:
     """Place a global host batch on the mesh, split along its leading axis.
 

@@ -32,6 +32,9 @@ class Task:
     - `report`: optional `(params, run_dir) -> None` that writes task-specific plots or tables.
     - `value_and_grad`: optional `(params, batch, key) -> ((loss, metrics), grads)` for tasks
       whose gradient is not `jax.value_and_grad(loss)` (an adjoint method, say); jittable.
+    - `param_shardings`: optional `(mesh, params) -> shardings` placing the parameters on a
+      mesh (say, layers split over a `"layer"` axis); the optimizer state follows them.
+      Without it the state is replicated.
     """
 
     name: str
@@ -45,3 +48,4 @@ class Task:
         Callable[[Params, Batch, PRNGKeyArray], tuple[tuple[Scalar, Mapping[str, Scalar]], Params]]
         | None
     ) = None
+    param_shardings: Callable[[Any, Params], PyTree[Any]] | None = None

@@ -87,3 +87,28 @@ def test_a_context_that_cannot_fit_stops_before_running(tmp_path, monkeypatch):
     with pytest.raises(ssm_task.MemoryBudgetError, match="gradient=adjoint at context 48"):
         run(load(*TINY, f"run_dir={tmp_path}"))
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_layer_and_sequence_layouts_train_like_one_device_and_resume(tmp_path):
+    """mesh=layer4 / sequence4 pick the layout; the curves equal one device's (float64)."""
+    four_layers = [*TINY, "model.num_layers=4", "gradient=adjoint"]
+    curves = {}
+    for mesh in ("single", "layer4", "sequence4"):
+        run(load(*four_layers, f"mesh={mesh}", f"run_dir={tmp_path / mesh}"))
+        curves[mesh] = losses(tmp_path / mesh)
+    np.testing.assert_allclose(curves["layer4"], curves["single"], rtol=1e-9)
+    np.testing.assert_allclose(curves["sequence4"], curves["single"], rtol=1e-9)
+    # Interrupted after 4 steps and resumed: the sharded state restores exactly.
+    resumed = tmp_path / "resumed"
+    run(load(*four_layers, "mesh=layer4", "train.steps=4", "train.checkpoint_every=4",
+             f"run_dir={resumed}"))  # fmt: skip
+    summary = run(load(*four_layers, "mesh=layer4", f"run_dir={resumed}"))
+    assert summary["resumed_from"] == 4
+    np.testing.assert_allclose(losses(resumed)[-1], curves["single"][-1], rtol=1e-9)
+
+
+def test_layouts_refuse_what_they_cannot_run(tmp_path):
+    with pytest.raises(ConfigError, match="gradient.name='checkpointed'.*layout='sequence'"):
+        run(load(*TINY, "mesh=sequence4", "gradient=checkpointed", f"run_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="2 layers must split evenly"):
+        run(load(*TINY, "mesh=layer4", f"run_dir={tmp_path}"))
