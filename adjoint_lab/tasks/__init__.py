@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..cnode import cnf_task
 from ..cnode import tasks as cnode_tasks
 from ..config.schema import ExperimentConfig
 from ..parabolic import task as parabolic_task
@@ -37,6 +38,7 @@ TASKS: dict[str, TaskEntry] = {
     "cnode_crossing": TaskEntry(
         build=cnode_tasks.build_crossing, schemas=cnode_tasks.CROSSING_SCHEMAS
     ),
+    "cnode_cnf": TaskEntry(build=cnf_task.build_cnf, schemas=cnf_task.CNF_SCHEMAS),
     "ssm_lm": TaskEntry(build=ssm_task.build, schemas=ssm_task.SCHEMAS),
     "parabolic_ngo": TaskEntry(build=parabolic_task.build, schemas=parabolic_task.SCHEMAS),
 }
