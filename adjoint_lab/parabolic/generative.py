@@ -196,7 +196,7 @@ def elbo_is_paths(
     if key is None:
         mu, div = jax.vmap(lambda t, z: _divergence(drift, t, z, None))(flat_t, flat_y)
     else:
-        probes = jax.random.rademacher(key, flat_y.shape, dtype=x.dtype)
+        probes = jax.random.rademacher(key, flat_y.shape, dtype=flat_y.dtype)
         mu, div = jax.vmap(lambda t, z, e: _divergence(drift, t, z, e))(flat_t, flat_y, probes)
     theta = mu.reshape(left.shape) / sigma  # mu / sigma, (m, N, K, d)
     div = div.reshape(left.shape[:-1])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..cnode import cnf_task
 from ..cnode import tasks as cnode_tasks
 from ..config.schema import ExperimentConfig
+from ..parabolic import generative_task
 from ..parabolic import task as parabolic_task
 from ..ssm import task as ssm_task
 from ..train.task import Task
@@ -40,5 +41,8 @@ TASKS: dict[str, TaskEntry] = {
     ),
     "cnode_cnf": TaskEntry(build=cnf_task.build_cnf, schemas=cnf_task.CNF_SCHEMAS),
     "ssm_lm": TaskEntry(build=ssm_task.build, schemas=ssm_task.SCHEMAS),
+    "parabolic_generative": TaskEntry(
+        build=generative_task.build, schemas=generative_task.GENERATIVE_SCHEMAS
+    ),
     "parabolic_ngo": TaskEntry(build=parabolic_task.build, schemas=parabolic_task.SCHEMAS),
 }
