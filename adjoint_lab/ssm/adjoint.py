@@ -56,6 +56,7 @@ from .model import (
     embed,
     emit,
     layer_forward,
+    layer_forward_chunked,
     readout,
     rms_norm,
 )
@@ -91,13 +92,18 @@ def forward_store(
     h0: Float[Array, "K B N"] | None = None,
     *,
     keep_inputs: bool = False,
+    chunk: int | None = None,
 ) -> Stored:
     """The evaluation-mode forward pass over all layers, keeping `a_k`, `c_k`, `h_k` (and
-    the layer inputs `r_{k-1}` if `keep_inputs`)."""
+    the layer inputs `r_{k-1}` if `keep_inputs`); over time chunks of `chunk` tokens if
+    given (`layer_forward_chunked`: a chunk's working set instead of the context's)."""
 
     def step(r: Array, xs: tuple[LayerWeights, Array | None]):
         w, h0k = xs
-        r_next, states = layer_forward(w, r, h0k, eps)
+        if chunk is None:
+            r_next, states = layer_forward(w, r, h0k, eps)
+        else:
+            r_next, states = layer_forward_chunked(w, r, h0k, eps, chunk)
         return r_next, (r if keep_inputs else None, *states)
 
     r_out, (r_in, a, c, h) = lax.scan(
@@ -181,43 +187,47 @@ def exact_layer_backward(
     """One layer of the exact method: from the layer's output stream `r = r_k` and its
     cotangent `G = G_k`, the layer's gradients, `r_{k-1}` and `G_{k-1}`.
 
-    The time-global part is small: `∂L/∂h = c ⊙ (W_outᵀ G)` and the adjoint `μ` (`N` per
-    token). The per-token VJPs of 𝒜, ℬ, 𝒞 and of the norm then run over chunks of `chunk`
-    tokens, each writing its `r_{k-1}` and `G_{k-1}` over `r` and `G` in place.
+    Everything runs over chunks of `chunk` tokens, last chunk first: the adjoint `μ` of a
+    chunk is a reverse scan from the carry `a ⊙ μ` handed back by the chunk after it, then
+    the per-token VJPs of 𝒜, ℬ, 𝒞 and of the norm run on the chunk, writing its `r_{k-1}`
+    and `G_{k-1}` over `r` and `G` in place. No `T × N` buffer exists beyond the stored
+    `a`, `c`, `h`: the working set is a chunk's.
 
     **Returns:** `(∂L/∂w, r_{k-1}, G_{k-1}, a_1 ⊙ μ_1)`.
     """
     w_out = w["out_kernel"]
-    dz = G @ w_out.T  # ∂L/∂(c ⊙ h)
-    dh = dz * c
-    if mu_end is not None:
-        dh = dh.at[-1].add(mu_end)
-    mu = adjoint_states(a, dh)
-    d_out = jnp.einsum("...n,...p->np", c * h, G)
     maps_w = {k: w[k] for k in _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")}
     first = jnp.zeros_like(h[0]) if h0 is None else h0
+    n_chunks = r.shape[0] // chunk
 
-    def one_chunk(j: Array, carry):
-        r, G, dw = carry
+    def one_chunk(i: Array, carry):
+        r, G, dw, d_out, after = carry
+        j = n_chunks - 1 - i  # last chunk first: μ flows backwards in time
         take = ft.partial(lax.dynamic_slice_in_dim, start_index=j * chunk, slice_size=chunk)
-        h_j, mu_j, G_j = take(h), take(mu), take(G)
-        # The cotangents of 𝒜, ℬ and c are formed per chunk: no more T × N buffers.
+        a_j, c_j, h_j, G_j = take(a), take(c), take(h), take(G)
+        dz = G_j @ w_out.T  # ∂L/∂(c ⊙ h)
+        # μ_t = a_{t+1} μ_{t+1} + c_t ⊙ dz_t; the chunk's last μ also gets a ⊙ μ from after it.
+        mu_j = adjoint_states(a_j, (dz * c_j).at[-1].add(after))
         before = lax.dynamic_index_in_dim(h, jnp.maximum(j * chunk - 1, 0), keepdims=False)
         before = jnp.where(j == 0, first, before)
         h_prev = jnp.concatenate([before[None], h_j[:-1]], axis=0)
-        cotangents = (mu_j * h_prev, mu_j, (G_j @ w_out.T) * h_j)
-        r_prev = take(r) - emit(w, take(c), h_j)
+        cotangents = (mu_j * h_prev, mu_j, dz * h_j)
+        r_prev = take(r) - emit(w, c_j, h_j)
         x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
         _, maps_vjp = jax.vjp(_maps, maps_w, x)
         dw_maps, dx = maps_vjp(cotangents)
         dr, d_norm = norm_vjp(dx)
+        d_out = d_out + jnp.einsum("...n,...p->np", c_j * h_j, G_j)
         r = lax.dynamic_update_slice_in_dim(r, r_prev, j * chunk, 0)
         G = lax.dynamic_update_slice_in_dim(G, G_j + dr, j * chunk, 0)
-        return r, G, jax.tree.map(jnp.add, dw, {**dw_maps, "norm": d_norm})
+        dw = jax.tree.map(jnp.add, dw, {**dw_maps, "norm": d_norm})
+        return r, G, dw, d_out, a_j[0] * mu_j[0]
 
     zeros = jax.tree.map(jnp.zeros_like, {**maps_w, "norm": w["norm"]})
-    r, G, dw = lax.fori_loop(0, r.shape[0] // chunk, one_chunk, (r, G, zeros))
-    return {**dw, "out_kernel": d_out}, r, G, a[0] * mu[0]
+    after = jnp.zeros_like(h[0]) if mu_end is None else mu_end
+    carry = (r, G, zeros, jnp.zeros_like(w_out), after)
+    r, G, dw, d_out, mu_start = lax.fori_loop(0, n_chunks, one_chunk, carry)
+    return {**dw, "out_kernel": d_out}, r, G, mu_start
 
 
 def exact_layers_backward(
@@ -344,7 +354,7 @@ def adjoint_value_and_grad(
     `exact=False` gives every layer the head cotangent `g` (`adjoint_paper`, and `truncated`
     with a `window`). `literal=True` runs the paper's double sum.
     """
-    stored = forward_store(weights, inputs, eps, keep_inputs=not exact)
+    stored = forward_store(weights, inputs, eps, keep_inputs=not exact, chunk=loss_chunk)
     loss, g, d_final_norm, d_head = chunked_loss_and_cotangent(
         weights["final_norm"], weights["head"], stored.r_out, targets, mask, eps, loss_chunk, scale
     )

@@ -64,7 +64,7 @@ from .model import (
     c_map,
     embed,
     emit,
-    layer_forward,
+    layer_forward_chunked,
     rms_norm,
 )
 
@@ -174,11 +174,11 @@ def layout_gradient_function(
 # --------------------------------------------------------------------------------------
 
 
-def _store(layers: LayerWeights, r: Array, eps: float, keep_inputs: bool) -> Stored:
+def _store(layers: LayerWeights, r: Array, eps: float, keep_inputs: bool, chunk: int) -> Stored:
     """`forward_store` of a device's own layers, from the stream it received."""
 
     def step(r: Array, w: LayerWeights):
-        r_next, states = layer_forward(w, r, None, eps)
+        r_next, states = layer_forward_chunked(w, r, None, eps, chunk)
         return r_next, (r if keep_inputs else None, *states)
 
     r_out, (r_in, a, c, h) = lax.scan(step, r, layers)
@@ -241,13 +241,15 @@ def _layer_body(
 
     def forward_step(j: Array, carry: tuple[Array, Stored]) -> tuple[Array, Stored]:
         stream, stored = carry
-        stored = lax.cond(
-            stage == j, lambda _: _store(layers, stream, eps, keep_inputs), lambda st: st, stored
-        )
+
+        def compute(_):
+            return _store(layers, stream, eps, keep_inputs, chunk)
+
+        stored = lax.cond(stage == j, compute, lambda st: st, stored)
         return lax.ppermute(stored.r_out, LAYER_AXIS, ring), stored
 
     stream = embed(weights["embed"], inputs)
-    stored = _zeros_like_shape(lambda r: _store(layers, r, eps, keep_inputs), stream)
+    stored = _zeros_like_shape(lambda r: _store(layers, r, eps, keep_inputs, chunk), stream)
     _, stored = lax.fori_loop(0, stages, forward_step, (stream, stored))
 
     # The loss and g: computed once, by the stage that holds the last layer.

@@ -20,6 +20,7 @@ time-major layout `[T, batch, ...]`.
 
 from __future__ import annotations
 
+import functools as ft
 from typing import Any, NamedTuple
 
 import jax
@@ -130,6 +131,39 @@ def layer_forward(
     h = scan_states(a, b_map(w, x), h0)
     c = c_map(w, x)
     return r + emit(w, c, h), LayerStates(a, c, h)
+
+
+def layer_forward_chunked(
+    w: LayerWeights,
+    r: Float[Array, "T B P"],
+    h0: Float[Array, "B N"] | None,
+    eps: float,
+    chunk: int,
+) -> tuple[Float[Array, "T B P"], LayerStates]:
+    """`layer_forward` over time chunks of `chunk` tokens (`T` a multiple of it), carrying
+    the state from chunk to chunk: the same outputs, while the scan's temporaries, `b` and
+    the normalised input exist for one chunk at a time. For the stored-state methods, whose
+    forward pass is never differentiated."""
+    T, B = r.shape[:2]
+    a_spec = jax.eval_shape(lambda x: a_map(w, x), r[:1])
+    n_states, dtype = a_spec.shape[-1], a_spec.dtype
+
+    def one_chunk(j: Array, carry):
+        r_out, a_all, c_all, h_all, h_in = carry
+        r_j = lax.dynamic_slice_in_dim(r, j * chunk, chunk)
+        x = rms_norm(r_j, w["norm"], eps)
+        a = a_map(w, x)
+        h = scan_states(a, b_map(w, x), h_in)
+        c = c_map(w, x)
+        put = ft.partial(lax.dynamic_update_slice_in_dim, start_index=j * chunk, axis=0)
+        outputs = (put(r_out, r_j + emit(w, c, h)), put(a_all, a), put(c_all, c), put(h_all, h))
+        return (*outputs, h[-1])
+
+    zeros = jnp.zeros((T, B, n_states), dtype)
+    first = jnp.zeros((B, n_states), dtype) if h0 is None else h0
+    carry = (jnp.zeros_like(r), zeros, zeros, zeros, first)
+    r_out, a, c, h, _ = lax.fori_loop(0, T // chunk, one_chunk, carry)
+    return r_out, LayerStates(a, c, h)
 
 
 def layer_weights(weights: Weights, k: int) -> LayerWeights:
