@@ -67,6 +67,7 @@ def test_a_changed_profile_is_not_taken_from_the_cache(tmp_path, monkeypatch):
     assert calls == [("cnode_crossing", "quick"), ("cnode_crossing", "cpu")]
 
 
+@pytest.mark.slow
 def test_the_quick_profile_of_a_real_module_runs_through_reproduce(tmp_path):
     report = reproduce.main(
         ["--profile", "quick", "--only", "cnode_crossing", "--out", str(tmp_path)]

@@ -16,7 +16,7 @@ SMALL = (
     "data.n_target_paths=256",
     "data.n_steps=20",
     "data.eval_drifts=8",
-    "data.eval_paths=4000",
+    "data.eval_paths=2000",
     "model.width=16",
 )
 
@@ -51,7 +51,7 @@ def test_training_improves_the_ngo_and_the_baselines_match_the_exact_solution(tm
     config = compose_config(*SMALL, "optim.warmup_steps=5")
     task = TASKS[config.task].build(config)
     untrained = task.evaluate(task.init(np.asarray([0, 0], np.uint32)))
-    train = TrainConfig(steps=60, batch_size=4, log_every=10, eval_every=60, progress=False)
+    train = TrainConfig(steps=40, batch_size=4, log_every=10, eval_every=40, progress=False)
     result = fit(task, make_optimizer(config.optim, train.steps), train, tmp_path, seed=0)
     trained = result.evaluation
     # Girsanov and Euler-Maruyama against the closed form: Monte-Carlo error only.
