@@ -58,15 +58,9 @@ def _fingerprint(module: str, profile: str) -> str:
 
 def _run_module(module: str, profile: str, out: Path, log: Path) -> tuple[str, str]:
     """Run one module in a fresh process; returns (status, note)."""
-    command = [
-        sys.executable,
-        "-m",
-        f"experiments.{module}",
-        "--profile",
-        profile,
-        "--out",
-        str(out),
-    ]
+    command = [sys.executable, "-m", f"experiments.{module}", "--profile", profile]
+    if out.resolve() != results_dir().resolve():  # keep the default out of the recorded command
+        command += ["--out", str(out)]
     env = {**os.environ, "ADJOINT_LAB_RESULTS": str(out)}
     with log.open("w") as stream:
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=stream, stderr=subprocess.STDOUT)
