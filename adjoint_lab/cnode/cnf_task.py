@@ -18,7 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config.build import build_gradient, build_solver
-from ..config.errors import ConfigError
+from ..config.errors import (
+    ConfigError,
+    require,
+    require_at_least,
+    require_one_of,
+    require_positive,
+)
 from ..config.schema import ExperimentConfig
 from ..train.task import Task
 from . import data as synthetic
@@ -42,15 +48,11 @@ class CNFModelConfig:
     horizon: float = 1.0
 
     def validate(self) -> None:
-        if self.velocity not in VELOCITIES:
-            raise ConfigError("velocity", self.velocity, f"choose one of {', '.join(VELOCITIES)}")
-        for name in ("k", "path_width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, getattr(self, name), "must be >= 1")
-        if self.width is not None and self.width < 1:
-            raise ConfigError("width", self.width, "must be >= 1, or null for the authors' size")
-        if not self.horizon > 0:
-            raise ConfigError("horizon", self.horizon, "must be > 0")
+        require_one_of("velocity", self.velocity, VELOCITIES)
+        require_at_least(self, 1, "k", "path_width")
+        width_ok = self.width is None or self.width >= 1
+        require(width_ok, "width", self.width, "must be >= 1, or null for the authors' size")
+        require_positive(self, "horizon")
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,10 @@ class TwoCirclesConfig:
     grid: int = 60  # density plot resolution
 
     def validate(self) -> None:
-        if not 0 < self.factor < 1:
-            raise ConfigError("factor", self.factor, "the inner radius must be in (0, 1)")
-        if self.noise < 0:
-            raise ConfigError("noise", self.noise, "must be >= 0")
-        for name in ("test_size", "grid"):
-            if getattr(self, name) < 2:
-                raise ConfigError(name, getattr(self, name), "must be >= 2")
-        if not self.eval_rtol > 0:
-            raise ConfigError("eval_rtol", self.eval_rtol, "must be > 0")
+        require(0 < self.factor < 1, "factor", self.factor, "the inner radius must be in (0, 1)")
+        require_at_least(self, 0, "noise")
+        require_at_least(self, 2, "test_size", "grid")
+        require_positive(self, "eval_rtol")
 
 
 CNF_SCHEMAS: dict[tuple[str, str], type] = {

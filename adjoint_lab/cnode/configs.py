@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, require
 from ..data import images as image_files
 from . import data as synthetic
 from ._integrator import Integrator
@@ -34,11 +34,6 @@ ACTIVATIONS = {
 LOSSES = {"cross_entropy": cross_entropy, "double_softmax": double_softmax_cross_entropy}
 _NEEDS_AUGMENT = ("anode", "canode", "ilanode", "cilanode")
 _NEEDS_LIFT = ("ilnode", "cilnode", "ilanode", "cilanode")
-
-
-def _require(ok: bool, name: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(name, value, allowed)
 
 
 @dataclass(frozen=True)
@@ -63,45 +58,45 @@ class ODEModelConfig:
     loss: str = "cross_entropy"
 
     def validate(self) -> None:
-        _require(self.name in MODELS, "name", self.name, f"choose one of {', '.join(MODELS)}")
-        _require(
+        require(self.name in MODELS, "name", self.name, f"choose one of {', '.join(MODELS)}")
+        require(
             self.width is not None or self.param_budget is not None,
             "width",
             self.width,
             "set model.width, or leave it null and set model.param_budget",
         )
-        _require(self.width is None or self.width > 0, "width", self.width, "must be > 0")
-        _require(
+        require(self.width is None or self.width > 0, "width", self.width, "must be > 0")
+        require(
             self.param_budget is None or self.param_budget > 0,
             "param_budget",
             self.param_budget,
             "must be > 0, or null",
         )
-        _require(self.k > 0, "k", self.k, "must be > 0")
-        _require(self.path_width > 0, "path_width", self.path_width, "must be > 0")
-        _require(
+        require(self.k > 0, "k", self.k, "must be > 0")
+        require(self.path_width > 0, "path_width", self.path_width, "must be > 0")
+        require(
             self.path_activation in ACTIVATIONS,
             "path_activation",
             self.path_activation,
             f"choose one of {', '.join(ACTIVATIONS)}",
         )
-        _require(self.augment >= 0, "augment", self.augment, "must be >= 0")
-        _require(
+        require(self.augment >= 0, "augment", self.augment, "must be >= 0")
+        require(
             self.name not in _NEEDS_AUGMENT or self.augment > 0,
             "augment",
             self.augment,
             f"model {self.name} appends zero channels: set model.augment > 0",
         )
-        _require(self.lift is None or self.lift > 0, "lift", self.lift, "must be > 0, or null")
-        _require(
+        require(self.lift is None or self.lift > 0, "lift", self.lift, "must be > 0, or null")
+        require(
             self.name not in _NEEDS_LIFT or self.lift is not None,
             "lift",
             self.lift,
             f"model {self.name} has an input layer: set model.lift > 0",
         )
-        _require(self.style in STYLES, "style", self.style, f"choose one of {', '.join(STYLES)}")
-        _require(self.pool > 0, "pool", self.pool, "must be > 0")
-        _require(self.loss in LOSSES, "loss", self.loss, f"choose one of {', '.join(LOSSES)}")
+        require(self.style in STYLES, "style", self.style, f"choose one of {', '.join(STYLES)}")
+        require(self.pool > 0, "pool", self.pool, "must be > 0")
+        require(self.loss in LOSSES, "loss", self.loss, f"choose one of {', '.join(LOSSES)}")
 
 
 class ModelSpec(NamedTuple):
@@ -160,7 +155,7 @@ class DigitsDataConfig:
 
     def validate(self) -> None:
         _check_fractions(self.val_fraction, self.test_fraction)
-        _require(self.eval_batch_size > 0, "eval_batch_size", self.eval_batch_size, "must be > 0")
+        require(self.eval_batch_size > 0, "eval_batch_size", self.eval_batch_size, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -176,15 +171,15 @@ class ImageFilesDataConfig:
     eval_batch_size: int = 500
 
     def validate(self) -> None:
-        _require(self.name in _READERS, "name", self.name, f"choose one of {', '.join(_READERS)}")
-        _require(self.val_size > 0, "val_size", self.val_size, "must be > 0")
-        _require(
+        require(self.name in _READERS, "name", self.name, f"choose one of {', '.join(_READERS)}")
+        require(self.val_size > 0, "val_size", self.val_size, "must be > 0")
+        require(
             not self.normalize or self.name != "mnist",
             "normalize",
             self.normalize,
             "uses CIFAR-10's per-channel statistics: only for 3-channel data (svhn, cifar10)",
         )
-        _require(self.eval_batch_size > 0, "eval_batch_size", self.eval_batch_size, "must be > 0")
+        require(self.eval_batch_size > 0, "eval_batch_size", self.eval_batch_size, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -203,11 +198,11 @@ class ToyDataConfig:
     eval_batch_size: int = 512
 
     def validate(self) -> None:
-        _require(self.name in _TOYS, "name", self.name, f"choose one of {', '.join(_TOYS)}")
-        _require(self.n_per_class > 0, "n_per_class", self.n_per_class, "must be > 0")
-        _require(self.noise >= 0, "noise", self.noise, "must be >= 0")
+        require(self.name in _TOYS, "name", self.name, f"choose one of {', '.join(_TOYS)}")
+        require(self.n_per_class > 0, "n_per_class", self.n_per_class, "must be > 0")
+        require(self.noise >= 0, "noise", self.noise, "must be >= 0")
         _check_fractions(self.val_fraction, self.test_fraction)
-        _require(self.eval_batch_size > 0, "eval_batch_size", self.eval_batch_size, "must be > 0")
+        require(self.eval_batch_size > 0, "eval_batch_size", self.eval_batch_size, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -218,13 +213,13 @@ class CrossingDataConfig:
     tolerance: float = 1e-3
 
     def validate(self) -> None:
-        _require(self.tolerance > 0, "tolerance", self.tolerance, "must be > 0")
+        require(self.tolerance > 0, "tolerance", self.tolerance, "must be > 0")
 
 
 def _check_fractions(val: float, test: float) -> None:
-    _require(0 < val < 1, "val_fraction", val, "must be in (0, 1)")
-    _require(0 < test < 1, "test_fraction", test, "must be in (0, 1)")
-    _require(val + test < 1, "test_fraction", test, "val_fraction + test_fraction must be < 1")
+    require(0 < val < 1, "val_fraction", val, "must be in (0, 1)")
+    require(0 < test < 1, "test_fraction", test, "must be in (0, 1)")
+    require(val + test < 1, "test_fraction", test, "val_fraction + test_fraction must be < 1")
 
 
 class Split(NamedTuple):

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, require, require_one_of
 
 SOLVERS = (
     "euler",
@@ -35,15 +35,6 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "step")
 
 
-def _require(ok: bool, name: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(name, value, allowed)
-
-
-def _one_of(name: str, value: object, choices: tuple[str, ...]) -> None:
-    _require(value in choices, name, value, f"choose one of {', '.join(choices)}")
-
-
 @dataclass(frozen=True)
 class OptimConfig:
     """optax optimiser and learning-rate schedule."""
@@ -63,23 +54,23 @@ class OptimConfig:
     clip_norm: float | None = None
 
     def validate(self) -> None:
-        _one_of("name", self.name, OPTIMIZERS)
-        _require(self.lr > 0, "lr", self.lr, "must be > 0")
-        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
-        _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
-        _require(0 <= self.b1 < 1, "b1", self.b1, "must be in [0, 1)")
-        _require(0 <= self.b2 < 1, "b2", self.b2, "must be in [0, 1)")
-        _one_of("schedule", self.schedule, SCHEDULES)
-        _require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
-        _require(0 < self.decay_factor <= 1, "decay_factor", self.decay_factor, "must be in (0, 1]")
+        require_one_of("name", self.name, OPTIMIZERS)
+        require(self.lr > 0, "lr", self.lr, "must be > 0")
+        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        require(0 <= self.b1 < 1, "b1", self.b1, "must be in [0, 1)")
+        require(0 <= self.b2 < 1, "b2", self.b2, "must be in [0, 1)")
+        require_one_of("schedule", self.schedule, SCHEDULES)
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        require(0 < self.decay_factor <= 1, "decay_factor", self.decay_factor, "must be in (0, 1]")
         bounds = list(self.decay_boundaries)
-        _require(
+        require(
             bounds == sorted(bounds) and all(b > 0 for b in bounds),
             "decay_boundaries",
             self.decay_boundaries,
             "must be increasing positive step numbers",
         )
-        _require(
+        require(
             self.clip_norm is None or self.clip_norm > 0,
             "clip_norm",
             self.clip_norm,
@@ -98,22 +89,22 @@ class SolverConfig:
     atol: float = 1e-6
 
     def validate(self) -> None:
-        _one_of("name", self.name, SOLVERS)
-        _require(
+        require_one_of("name", self.name, SOLVERS)
+        require(
             self.dt0 is None or self.dt0 > 0,
             "dt0",
             self.dt0,
             "must be > 0 (or null with adaptive=true)",
         )
-        _require(
+        require(
             self.adaptive or self.dt0 is not None,
             "dt0",
             self.dt0,
             "constant-step solves need dt0 > 0; set solver.dt0 or solver.adaptive=true",
         )
-        _require(self.rtol > 0, "rtol", self.rtol, "must be > 0")
-        _require(self.atol > 0, "atol", self.atol, "must be > 0")
-        _require(
+        require(self.rtol > 0, "rtol", self.rtol, "must be > 0")
+        require(self.atol > 0, "atol", self.atol, "must be > 0")
+        require(
             not (self.adaptive and self.name == "euler"),
             "name",
             self.name,
@@ -145,21 +136,21 @@ class GradientConfig:
     loss_chunk: int | None = None
 
     def validate(self) -> None:
-        _one_of("name", self.name, GRADIENTS)
-        _require(
+        require_one_of("name", self.name, GRADIENTS)
+        require(
             (self.window is not None) == (self.name == "truncated"),
             "window",
             self.window,
             "gradient=truncated needs a window (tokens), and only it takes one",
         )
-        _require(
+        require(
             self.chunk is None or self.name in ("remat", "checkpointed"),
             "chunk",
             self.chunk,
             "only applies to gradient=remat or checkpointed (SSM)",
         )
-        _one_of("form", self.form, ("aggregated", "literal"))
-        _require(
+        require_one_of("form", self.form, ("aggregated", "literal"))
+        require(
             self.form == "aggregated" or self.name in ("adjoint_paper", "truncated"),
             "form",
             self.form,
@@ -167,17 +158,17 @@ class GradientConfig:
         )
         for name in ("window", "chunk", "loss_chunk"):
             value = getattr(self, name)
-            _require(value is None or value > 0, name, value, "must be > 0, or null")
+            require(value is None or value > 0, name, value, "must be > 0, or null")
         for name in ("seminorm", "adjoint_rtol", "adjoint_atol"):
             value = getattr(self, name)
-            _require(
+            require(
                 self.name == "backsolve" or value in (None, False),
                 name,
                 value,
                 "only applies to gradient=backsolve",
             )
-        _require(self.max_steps > 0, "max_steps", self.max_steps, "must be > 0")
-        _require(
+        require(self.max_steps > 0, "max_steps", self.max_steps, "must be > 0")
+        require(
             self.checkpoints is None or self.checkpoints > 0,
             "checkpoints",
             self.checkpoints,
@@ -185,7 +176,7 @@ class GradientConfig:
         )
         for name in ("adjoint_rtol", "adjoint_atol"):
             value = getattr(self, name)
-            _require(value is None or value > 0, name, value, "must be > 0, or null")
+            require(value is None or value > 0, name, value, "must be > 0, or null")
 
 
 @dataclass(frozen=True)
@@ -199,29 +190,29 @@ class MeshConfig:
     cpu_devices: int | None = None
 
     def validate(self) -> None:
-        _require(len(self.axes) > 0, "axes", self.axes, "give at least one axis name")
-        _require(
+        require(len(self.axes) > 0, "axes", self.axes, "give at least one axis name")
+        require(
             len(set(self.axes)) == len(self.axes), "axes", self.axes, "axis names must be unique"
         )
-        _require(
+        require(
             len(self.shape) == len(self.axes),
             "shape",
             self.shape,
             f"needs one size per axis ({len(self.axes)} axes: {', '.join(self.axes)})",
         )
-        _require(
+        require(
             all(s == -1 or s > 0 for s in self.shape),
             "shape",
             self.shape,
             "sizes must be positive, or -1 for 'all remaining devices'",
         )
-        _require(
+        require(
             sum(s == -1 for s in self.shape) <= 1,
             "shape",
             self.shape,
             "at most one axis may be -1",
         )
-        _require(
+        require(
             self.cpu_devices is None or self.cpu_devices > 0,
             "cpu_devices",
             self.cpu_devices,
@@ -241,10 +232,10 @@ class DistributedConfig:
 
     def validate(self) -> None:
         if self.num_processes is not None:
-            _require(self.num_processes > 0, "num_processes", self.num_processes, "must be > 0")
+            require(self.num_processes > 0, "num_processes", self.num_processes, "must be > 0")
         if self.process_id is not None:
             limit = self.num_processes if self.num_processes is not None else float("inf")
-            _require(
+            require(
                 0 <= self.process_id < limit,
                 "process_id",
                 self.process_id,
@@ -270,11 +261,9 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
             value = getattr(self, name)
-            _require(value > 0, name, value, "must be > 0")
-        _require(
-            self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "must be > 0"
-        )
-        _require(
+            require(value > 0, name, value, "must be > 0")
+        require(self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "must be > 0")
+        require(
             self.resume != "",
             "resume",
             self.resume,

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, require_at_least, require_one_of, require_positive
 from ..config.schema import ExperimentConfig
 from ..train.task import Task
 from .generative import (
@@ -52,13 +52,9 @@ class GenerativeModelConfig:
     meta_steps: int = 1500  # RealNVP maximum-likelihood steps
 
     def validate(self) -> None:
-        if self.start not in STARTS:
-            raise ConfigError("start", self.start, f"choose one of {', '.join(STARTS)}")
-        for name in ("width", "depth", "meta_tasks", "meta_samples", "meta_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, getattr(self, name), "must be >= 1")
-        if self.meta_range < 0:
-            raise ConfigError("meta_range", self.meta_range, "must be >= 0")
+        require_one_of("start", self.start, STARTS)
+        require_at_least(self, 1, "width", "depth", "meta_tasks", "meta_samples", "meta_steps")
+        require_at_least(self, 0, "meta_range")
 
 
 @dataclass(frozen=True)
@@ -77,12 +73,9 @@ class GaussianTaskConfig:
     test_steps: int = 50
 
     def validate(self) -> None:
-        for name in ("d", "n_train", "n_test", "n_paths", "n_steps", "test_paths", "test_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, getattr(self, name), "must be >= 1")
-        for name in ("std", "T"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(name, getattr(self, name), "must be > 0")
+        counts = ("d", "n_train", "n_test", "n_paths", "n_steps", "test_paths", "test_steps")
+        require_at_least(self, 1, *counts)
+        require_positive(self, "std", "T")
 
 
 GENERATIVE_SCHEMAS: dict[tuple[str, str], type] = {

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, require, require_at_least, require_positive
 from ..config.schema import ExperimentConfig
 from ..train.task import Task
 from .drift_family import RandomBasisDrift, SineInitial, affine_sine_exact
@@ -43,13 +43,9 @@ class NGOModelConfig:
     clip: float = 30.0
 
     def validate(self) -> None:
-        for name in ("width", "depth", "kernel"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, getattr(self, name), "must be >= 1")
-        if self.n_mixers < 0:
-            raise ConfigError("n_mixers", self.n_mixers, "must be >= 0")
-        if not self.clip > 0:
-            raise ConfigError("clip", self.clip, "must be > 0")
+        require_at_least(self, 1, "width", "depth", "kernel")
+        require_at_least(self, 0, "n_mixers")
+        require_positive(self, "clip")
 
 
 @dataclass(frozen=True)
@@ -73,23 +69,15 @@ class DriftFamilyConfig:
     eval_paths: int = 1000  # paths per estimate at evaluation, every method
 
     def validate(self) -> None:
-        for name in ("d", "n_steps", "n_points", "eval_drifts"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, getattr(self, name), "must be >= 1")
-        for name in ("n_paths", "n_target_paths", "eval_paths"):
-            if getattr(self, name) < 2:
-                raise ConfigError(name, getattr(self, name), "must be >= 2 (a standard error)")
-        for name in ("T", "sigma", "omega"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(name, getattr(self, name), "must be > 0")
-        if not self.x_low < self.x_high:
-            raise ConfigError("x_high", self.x_high, f"must be > x_low = {self.x_low}")
+        require_at_least(self, 1, "d", "n_steps", "n_points", "eval_drifts")
+        require_at_least(self, 2, "n_paths", "n_target_paths", "eval_paths", why=" (a stderr)")
+        require_positive(self, "T", "sigma", "omega")
+        require(self.x_low < self.x_high, "x_high", self.x_high, f"must be > x_low = {self.x_low}")
         for name in ("c_low", "c_high"):
-            if len(getattr(self, name)) != 3:
-                value = list(getattr(self, name))
-                raise ConfigError(name, value, "must have 3 entries (c0, c1, c2)")
-        if any(lo > hi for lo, hi in zip(self.c_low, self.c_high, strict=True)):
-            raise ConfigError("c_high", list(self.c_high), "must be >= c_low entrywise")
+            value = list(getattr(self, name))
+            require(len(value) == 3, name, value, "must have 3 entries (c0, c1, c2)")
+        ordered = all(lo <= hi for lo, hi in zip(self.c_low, self.c_high, strict=True))
+        require(ordered, "c_high", list(self.c_high), "must be >= c_low entrywise")
 
 
 SCHEMAS: dict[tuple[str, str], type] = {
