@@ -1,6 +1,6 @@
 """Per-device memory of the distributed SSM layouts on 4 simulated devices vs one device.
 
-    python -m experiments.ssm_layouts [--context T] [--out DIR]
+    python -m experiments.ssm_layouts [--profile quick|cpu|gpu] [--context T] [--out DIR]
 
 For each model, gradient method and layout, XLA's compile-time memory analysis of the jitted
 `(weights, tokens) -> (loss, grads)` function (`temp + arguments + outputs - aliased`; for a
@@ -15,8 +15,8 @@ sharded function the figures are per device). Nothing runs: the weights and toke
 - `ssm-32m` (K = 16, P = 512, N = 960): the paper's regime (N > P, many layers; its worked
   example has P = 128, N = 225): the stored per-layer states dominate, and `layer` divides
   them by the device count (paper §4.4: "close to Mem/Υ"). What it does not divide is the
-  working set of the layer being processed (the streams and the `T × N` adjoint buffers of
-  one layer's VJPs), which every stage needs in full; `sequence` divides that too.
+  `T × P` stream and its cotangent, which every stage needs in full; `sequence` divides
+  those, but not the replicated parameters and their gradients.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ DEVICES = 4
 TARGET = 1 / 3  # per-device memory at most a third of one device's
 
 # (preset, method, window, layouts): every row is compared with the same method on one device.
-PLAN: tuple[tuple[str, str, int | None, tuple[str, ...]], ...] = (
+Plan = tuple[tuple[str, str, int | None, tuple[str, ...]], ...]
+PLAN: Plan = (
     ("ssm-ref", "adjoint", None, ("layer", "sequence")),
     ("ssm-ref", "backprop", None, ("sequence",)),
     ("ssm-ref", "adjoint_paper", None, ("layer",)),
@@ -54,6 +55,24 @@ PLAN: tuple[tuple[str, str, int | None, tuple[str, ...]], ...] = (
     ("ssm-32m", "adjoint", None, ("layer", "sequence")),
     ("ssm-32m", "adjoint_paper", None, ("layer",)),
 )
+
+
+# quick: a 4-layer tiny model (the layer layout needs K divisible by the 4 devices).
+QUICK_PLAN: Plan = (
+    ("ssm-tiny-4", "adjoint", None, ("layer", "sequence")),
+    ("ssm-tiny-4", "backprop", None, ("sequence",)),
+)
+PROFILES: dict[str, tuple[Plan, int]] = {
+    "quick": (QUICK_PLAN, 256),
+    "cpu": (PLAN, 2**14),
+    "gpu": (PLAN, 2**16),
+}
+
+
+def model_config(name: str) -> ssm.SSMConfig:
+    if name == "ssm-tiny-4":
+        return ssm.preset("ssm-tiny").replace(num_layers=4)
+    return ssm.preset(name)
 
 
 def abstract_weights(config: ssm.SSMConfig) -> dict[str, Any]:
@@ -82,16 +101,39 @@ def measure(
     return report.total / MB, report.temp / MB, time.perf_counter() - start
 
 
-def main() -> None:
+def ratio_figure(rows: list[list[Any]]) -> Any:
+    """Bars of per-device memory ÷ one device's, one per (model, method, layout)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = [r for r in rows if r[2] != "one device"]
+    labels = [f"{r[0]}\n{r[1]}\n{r[2]}" for r in split]
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(split)), 3.8))
+    colors = ["tab:blue" if r[2] == "layer" else "tab:orange" for r in split]
+    ax.bar(range(len(split)), [r[6] for r in split], color=colors)
+    ax.axhline(TARGET, color="k", linestyle="--", linewidth=1, label="target 1/3")
+    ax.axhline(1 / DEVICES, color="gray", linestyle=":", linewidth=1, label=f"1/{DEVICES}")
+    ax.set_xticks(range(len(split)), labels, fontsize=7)
+    ax.set_ylabel("per-device ÷ one device")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--context", type=int, default=2**14, help="tokens per sequence")
+    parser.add_argument("--profile", choices=list(PROFILES), default="cpu")
+    parser.add_argument("--context", type=int, default=None, help="tokens per sequence")
     parser.add_argument("--out", default=None, help="results folder (default results/)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if jax.device_count() < DEVICES:
         raise SystemExit(f"needs {DEVICES} devices (JAX_NUM_CPU_DEVICES), got {jax.device_count()}")
-    context = args.context
-    command = "python -m experiments.ssm_layouts" + (
-        f" --context {context}" if context != 2**14 else ""
+    plan, default_context = PROFILES[args.profile]
+    context = args.context or default_context
+    command = f"python -m experiments.ssm_layouts --profile {args.profile}" + (
+        f" --context {context}" if context != default_context else ""
     )
     report = Report(
         NAME, f"SSM layouts: per-device gradient memory on {DEVICES} devices", command, args.out
@@ -109,8 +151,8 @@ def main() -> None:
         "compile s",
     ]
     rows = []
-    for preset, method, window, layouts in PLAN:
-        config = ssm.preset(preset)
+    for preset, method, window, layouts in plan:
+        config = model_config(preset)
         options = ssm.GradientOptions(method, window=window)
         label = f"{method}(W={window})" if window else method
         single, single_temp, seconds = measure(config, options, context, None)
@@ -124,12 +166,13 @@ def main() -> None:
             print(rows[-1], flush=True)
     report.section("Per-device compile-time memory (batch 1)")
     report.table(columns, rows, key="memory")
+    report.figure(ratio_figure(rows), f"{NAME}.png", "per-device memory ÷ one device's")
     report.text(
         "Models: "
         + "; ".join(
             f"`{name}` K={c.num_layers}, P={c.width}, N={c.state_size}, V={c.vocab_size}, "
             f"{c.param_dtype}"
-            for name, c in ((n, ssm.preset(n)) for n in sorted({p[0] for p in PLAN}))
+            for name, c in ((n, model_config(n)) for n in sorted({p[0] for p in plan}))
         )
         + '. `layer`: layers split over a 4-device `"layer"` axis (the paper\'s distributed '
         "version: pipelined forward, g broadcast once, per-device VJPs; for the exact "

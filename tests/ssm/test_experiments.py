@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from experiments import ssm_context, ssm_memory, ssm_time, ssm_vjp_counts
+from experiments import ssm_context, ssm_layouts, ssm_memory, ssm_time, ssm_vjp_counts
 
 
 def _outputs(tmp_path, name: str) -> dict:
@@ -59,3 +59,13 @@ def test_context_quick(tmp_path):
     (step,) = data["steps"]
     assert step["status"] == "ok" and step["grads_finite"] and math.isfinite(step["loss"])
     assert step["rss_peak_bytes"] > 0
+
+
+def test_layouts_quick_per_device_memory_is_below_one_device(tmp_path):
+    ssm_layouts.main(["--profile", "quick", "--out", str(tmp_path)])
+    rows = _outputs(tmp_path, "ssm_layouts")["memory"]
+    ratio = {(r["method"], r["layout"]): r["vs one device"] for r in rows}
+    assert ratio[("adjoint", "one device")] == 1.0
+    # Splitting time over 4 devices divides the stored states and streams.
+    assert ratio[("adjoint", "sequence")] < 0.5 and ratio[("backprop", "sequence")] < 0.5
+    assert ratio[("adjoint", "layer")] < 1.0
