@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> Path:
                 cache[module] = {"key": key, "profile": args.profile, "seconds": elapsed}
             summary.append((paper, module, status, note, elapsed))
             cache_path.write_text(json.dumps(cache, indent=1) + "\n")
-    return _write_report(out, args.profile, summary)
+    command = "--report-only" if args.report_only else f"--profile {args.profile}"
+    return _write_report(out, command, summary)
 
 
 def _verdicts(md: Path) -> str:
@@ -126,12 +127,12 @@ def _verdicts(md: Path) -> str:
     return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
 
 
-def _write_report(out: Path, profile: str, summary: list) -> Path:
+def _write_report(out: Path, command: str, summary: list) -> Path:
     lines = [
         "# Reproduction report",
-        f"Regenerate: `python -m experiments.reproduce --profile {profile}`. Each section below "
+        f"Regenerate: `python -m experiments.reproduce {command}`. Each section below "
         "is the module's own results file (`<module>.md`), with the command that regenerates "
-        "it, the paper's numbers beside ours, and its figures.",
+        "it (and the profile it ran), the paper's numbers beside ours, and its figures.",
         "## Summary",
         "Targets: the PASS / FAIL verdicts of each module's own targets table (a module without "
         "one reports its comparison with the paper in prose below).",
@@ -139,6 +140,8 @@ def _write_report(out: Path, profile: str, summary: list) -> Path:
             ["| paper | module | status | targets | note | time (s) |", "|---|---|---|---|---|---|"]
             + [
                 f"| {p} | `{m}` | {s} | {_verdicts(out / f'{m}.md')} | {n} | {t:.0f} |"
+                if t
+                else f"| {p} | `{m}` | {s} | {_verdicts(out / f'{m}.md')} | {n} | — |"
                 for p, m, s, n, t in summary
             ]
         ),
