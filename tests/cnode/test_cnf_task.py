@@ -27,7 +27,7 @@ def test_invalid_values_name_the_field(override, field):
     assert info.value.field == field
 
 
-@pytest.mark.parametrize("velocity", ["cnode", "node"])
+@pytest.mark.parametrize("velocity", ["cnode", pytest.param("node", marks=pytest.mark.slow)])
 def test_maximum_likelihood_lowers_the_held_out_nll(tmp_path, velocity):
     config = compose_config(
         "experiment=cnode_cnf", f"model.velocity={velocity}", "data.test_size=256", "data.grid=8",

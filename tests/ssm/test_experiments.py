@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from experiments import ssm_context, ssm_layouts, ssm_memory, ssm_time, ssm_vjp_counts
 
 
@@ -48,6 +50,7 @@ def test_vjp_counts_quick(tmp_path):
     assert data["per_pair_seconds"] >= 0
 
 
+@pytest.mark.slow
 def test_context_quick(tmp_path):
     ssm_context.main(["--profile", "quick", "--out", str(tmp_path)])
     data = _outputs(tmp_path, "ssm_context")
@@ -61,6 +64,7 @@ def test_context_quick(tmp_path):
     assert step["rss_peak_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_layouts_quick_per_device_memory_is_below_one_device(tmp_path):
     ssm_layouts.main(["--profile", "quick", "--out", str(tmp_path)])
     rows = _outputs(tmp_path, "ssm_layouts")["memory"]
