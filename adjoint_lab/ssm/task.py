@@ -278,7 +278,5 @@ def build(config: ExperimentConfig) -> Task:
         batch_size=config.train.batch_size,
         evaluate=evaluate,
         value_and_grad=value_and_grad,
-        param_shardings=(lambda mesh, params: layer_shardings(mesh, params))
-        if layout == "layer"
-        else None,
+        param_shardings=layer_shardings if layout == "layer" else None,
     )
