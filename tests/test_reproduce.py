@@ -21,7 +21,7 @@ def test_report_only_collects_the_results_files_and_their_verdicts(tmp_path):
     (tmp_path / "ssm_memory.md").write_text(TARGETS)
     report = reproduce.main(["--report-only", "--out", str(tmp_path)]).read_text()
     summary = report.split("## Summary")[1].split("# Adjoint sharding")[0]
-    assert "| ssm | `ssm_memory` | present | 1 PASS, 1 FAIL |" in summary
+    assert "| ssm | `ssm_memory` | present | 1 PASS, 1 FAIL | no GPU" in summary
     assert "| cnode | `cnode_accuracy` | not run |" in summary
     assert "## A module's results" in report  # one heading level down, under the paper's
     assert "## `parabolic_table1`: not run" in report
@@ -42,7 +42,7 @@ def test_a_failure_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):
     only = ["--only", "ssm_memory", "ssm_time", "ssm_vjp_counts", "--out", str(tmp_path)]
     report = reproduce.main(only).read_text()
     assert calls == ["ssm_memory", "ssm_time", "ssm_vjp_counts"]
-    assert "| `ssm_time` | failed |  | exit 1: boom" in report
+    assert "| `ssm_time` | failed |  |  | exit 1: boom" in report  # quick: no cpu conditions
     cache = json.loads((tmp_path / "cache.json").read_text())
     assert set(cache) == {"ssm_memory", "ssm_vjp_counts"}  # the failure is not cached
 
