@@ -83,3 +83,19 @@ def test_the_whole_quick_profile_reproduces_without_a_failure(tmp_path):
     summary = report.split("## Summary")[1].split("# Adjoint sharding")[0]
     assert "| failed |" not in summary and "| missing |" not in summary
     assert (tmp_path / "REPORT.md").exists()
+
+
+def test_the_package_entry_point_runs_from_any_directory(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "adjoint_lab.experiments.reproduce", "--report-only", "--out", out],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "## Summary" in (out / "REPORT.md").read_text()
