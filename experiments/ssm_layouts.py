@@ -9,14 +9,15 @@ sharded function the figures are per device). Nothing runs: the weights and toke
 (`JAX_NUM_CPU_DEVICES=4`, set here before JAX is imported).
 
 - `ssm-ref` (K = 4, P = 256, N = 16): the residual stream (`T × P`) dominates what a layer
-  stores (`3N` per token), so splitting time (`sequence`) divides the memory by about the
-  device count, while splitting layers (`layer`) cannot shrink the streams that every stage
-  holds while it works on its layers.
+  stores (`3N` per token). `sequence` divides everything by about the device count. The
+  paper's `layer` schedule (`adjoint_paper`, `truncated`) holds full streams on every stage
+  (its layer inputs, `g`), so it divides little; the exact `adjoint` runs `layer` as a
+  wavefront over time chunks that stores no `T × P` stream at all (each device keeps its
+  layer's `a, c, h` and chunk buffers), which leaves it far below a third.
 - `ssm-32m` (K = 16, P = 512, N = 960): the paper's regime (N > P, many layers; its worked
   example has P = 128, N = 225): the stored per-layer states dominate, and `layer` divides
-  them by the device count (paper §4.4: "close to Mem/Υ"). What it does not divide is the
-  `T × P` stream and its cotangent, which every stage needs in full; `sequence` divides
-  those, but not the replicated parameters and their gradients.
+  them by the device count (paper §4.4: "close to Mem/Υ"). `sequence` divides the states and
+  streams but not the replicated parameters and their gradients.
 """
 
 from __future__ import annotations
@@ -174,9 +175,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{c.param_dtype}"
             for name, c in ((n, model_config(n)) for n in sorted({p[0] for p in plan}))
         )
-        + '. `layer`: layers split over a 4-device `"layer"` axis (the paper\'s distributed '
-        "version: pipelined forward, g broadcast once, per-device VJPs; for the exact "
-        "`adjoint` the cotangent G is pipelined back). `sequence`: time split over a 4-device "
+        + '. `layer`: layers split over a 4-device `"layer"` axis (`adjoint_paper`, '
+        "`truncated`: the paper's schedule, pipelined forward, g broadcast once, per-device "
+        "VJPs; exact `adjoint`: a wavefront over time chunks both ways, the cotangent G handed "
+        "back chunk by chunk). `sequence`: time split over a 4-device "
         '`"sequence"` axis (boundary states exchanged per layer, psum of the gradients).'
     )
     print(report.write())

@@ -64,6 +64,7 @@ from .model import (
 __all__ = [
     "Stored",
     "adjoint_value_and_grad",
+    "exact_chunk_backward",
     "exact_layer_backward",
     "exact_layers_backward",
     "forward_store",
@@ -195,39 +196,58 @@ def exact_layer_backward(
 
     **Returns:** `(∂L/∂w, r_{k-1}, G_{k-1}, a_1 ⊙ μ_1)`.
     """
-    w_out = w["out_kernel"]
-    maps_w = {k: w[k] for k in _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")}
     first = jnp.zeros_like(h[0]) if h0 is None else h0
     n_chunks = r.shape[0] // chunk
 
     def one_chunk(i: Array, carry):
-        r, G, dw, d_out, after = carry
+        r, G, dw, after = carry
         j = n_chunks - 1 - i  # last chunk first: μ flows backwards in time
         take = ft.partial(lax.dynamic_slice_in_dim, start_index=j * chunk, slice_size=chunk)
-        a_j, c_j, h_j, G_j = take(a), take(c), take(h), take(G)
-        dz = G_j @ w_out.T  # ∂L/∂(c ⊙ h)
-        # μ_t = a_{t+1} μ_{t+1} + c_t ⊙ dz_t; the chunk's last μ also gets a ⊙ μ from after it.
-        mu_j = adjoint_states(a_j, (dz * c_j).at[-1].add(after))
         before = lax.dynamic_index_in_dim(h, jnp.maximum(j * chunk - 1, 0), keepdims=False)
         before = jnp.where(j == 0, first, before)
-        h_prev = jnp.concatenate([before[None], h_j[:-1]], axis=0)
-        cotangents = (mu_j * h_prev, mu_j, dz * h_j)
-        r_prev = take(r) - emit(w, c_j, h_j)
-        x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
-        _, maps_vjp = jax.vjp(_maps, maps_w, x)
-        dw_maps, dx = maps_vjp(cotangents)
-        dr, d_norm = norm_vjp(dx)
-        d_out = d_out + jnp.einsum("...n,...p->np", c_j * h_j, G_j)
+        dw_j, r_prev, G_prev, after = exact_chunk_backward(
+            w, take(a), take(c), take(h), before, take(r), take(G), after, eps=eps
+        )
         r = lax.dynamic_update_slice_in_dim(r, r_prev, j * chunk, 0)
-        G = lax.dynamic_update_slice_in_dim(G, G_j + dr, j * chunk, 0)
-        dw = jax.tree.map(jnp.add, dw, {**dw_maps, "norm": d_norm})
-        return r, G, dw, d_out, a_j[0] * mu_j[0]
+        G = lax.dynamic_update_slice_in_dim(G, G_prev, j * chunk, 0)
+        return r, G, jax.tree.map(jnp.add, dw, dw_j), after
 
-    zeros = jax.tree.map(jnp.zeros_like, {**maps_w, "norm": w["norm"]})
+    zeros = jax.tree.map(jnp.zeros_like, w)
     after = jnp.zeros_like(h[0]) if mu_end is None else mu_end
-    carry = (r, G, zeros, jnp.zeros_like(w_out), after)
-    r, G, dw, d_out, mu_start = lax.fori_loop(0, n_chunks, one_chunk, carry)
-    return {**dw, "out_kernel": d_out}, r, G, mu_start
+    r, G, dw, mu_start = lax.fori_loop(0, n_chunks, one_chunk, (r, G, zeros, after))
+    return dw, r, G, mu_start
+
+
+def exact_chunk_backward(
+    w: LayerWeights,
+    a: Float[Array, "C B N"],
+    c: Float[Array, "C B N"],
+    h: Float[Array, "C B N"],
+    h_before: Float[Array, "B N"],
+    r: Float[Array, "C B P"],
+    G: Float[Array, "C B P"],
+    after: Float[Array, "B N"],
+    *,
+    eps: float,
+) -> tuple[LayerWeights, Float[Array, "C B P"], Float[Array, "C B P"], Float[Array, "B N"]]:
+    """The exact method on one layer and one chunk of time: from the chunk's stored states,
+    the state `h_before` entering it, its output stream `r` and cotangent `G`, and the carry
+    `after = a ⊙ μ` handed back by the chunk after it (zero for the last), the chunk's
+    contribution to the layer's gradients, its input stream `r - z`, the input's cotangent,
+    and the carry `a_1 ⊙ μ_1` for the chunk before it."""
+    maps_w = {k: w[k] for k in _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")}
+    dz = G @ w["out_kernel"].T  # ∂L/∂(c ⊙ h)
+    # μ_t = a_{t+1} μ_{t+1} + c_t ⊙ dz_t; the chunk's last μ also gets a ⊙ μ from after it.
+    mu = adjoint_states(a, (dz * c).at[-1].add(after))
+    h_prev = jnp.concatenate([h_before[None], h[:-1]], axis=0)
+    cotangents = (mu * h_prev, mu, dz * h)
+    r_prev = r - emit(w, c, h)  # the residual layer inverted: its input, not stored
+    x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
+    _, maps_vjp = jax.vjp(_maps, maps_w, x)
+    dw_maps, dx = maps_vjp(cotangents)
+    dr, d_norm = norm_vjp(dx)
+    d_out = jnp.einsum("...n,...p->np", c * h, G)
+    return {**dw_maps, "norm": d_norm, "out_kernel": d_out}, r_prev, G + dr, a[0] * mu[0]
 
 
 def exact_layers_backward(

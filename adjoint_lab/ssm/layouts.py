@@ -6,16 +6,27 @@ between devices is exactly what the paper's schedule moves):
 - `"layer"` — the paper's distributed adjoint sharding (Xu et al. 2025, §4.4, Alg. 1/4).
   The `K` layers are split over the mesh axis `"layer"` (`K / S` consecutive layers per
   device); a device holds only its layers' parameters and returns only their gradients
-  (sharded `P("layer")`, no all-reduce). The evaluation-mode forward pass is a pipeline:
-  stage `j` runs its layers on the stream received from stage `j - 1`, keeps its `(a, c, h)`
-  and hands `r` on (`lax.ppermute`). The last stage computes the loss and the head cotangent
-  `g`. Then
-  * `adjoint_paper` / `truncated`: `g` is broadcast once and every device runs its layers'
-    VJPs independently (the paper's "embarrassingly parallel" backward); the embedding
-    receives `g + Σ_k J_RMSNormᵀ ξ_k`, one all-reduce of a `T × P` stream.
-  * `adjoint` (exact): the residual-stream cotangent `G` is handed back stage by stage (a
-    reverse pipeline), as the paper notes the exact multi-layer gradient needs (§1.4, §3.1
-    caveat in `papers/adjoint_sharding.md`).
+  (sharded `P("layer")`, no all-reduce).
+  * `adjoint_paper` / `truncated`: the paper's schedule. The evaluation-mode forward pass is
+    a pipeline: stage `j` runs its layers on the stream received from stage `j - 1`, keeps
+    its `(a, c, h)` and layer inputs and hands `r` on (`lax.ppermute`); the last stage
+    computes the loss and the head cotangent `g`, which is broadcast once, and every device
+    runs its layers' VJPs independently (the paper's "embarrassingly parallel" backward);
+    the embedding receives `g + Σ_k J_RMSNormᵀ ξ_k`, one all-reduce of a `T × P` stream.
+  * `adjoint` (exact): the residual-stream cotangent must be handed back stage by stage (the
+    paper's multi-layer formula is exact only for one layer: §1.4, §3.1 caveat in
+    `papers/adjoint_sharding.md`). Both directions run as a *wavefront over time chunks*
+    (GPipe's schedule with time chunks as the micro-batches; the recurrence's carry across
+    chunks stays on the device that owns the layer). Forward: at tick `τ` stage `s` runs its
+    layers on chunk `τ - s`, stores their `(a, c, h)` and hands the chunk's stream on.
+    Backward: at tick `τ` stage `s` runs the exact adjoint of its layers on chunk
+    `n - 1 - (τ - (S - 1 - s))` from the carry `a ⊙ μ` of the chunk after it, and hands the
+    chunk's input stream (recovered as `r - z`: the residual layer is inverted, not stored)
+    and its cotangent `G` back. The last stage's input, the final stream, is rebuilt chunk by
+    chunk as embedding + `Σ_k z_k` (one all-reduce of a chunk: each stage adds its layers'
+    `z` from its stored `c, h`) and the head gives `g` for that chunk. So no device holds any
+    `T × P` stream: each stores its layers' `3N` numbers per token and a few chunk buffers,
+    and all stages work at once except in the `S - 1`-tick fill and drain.
 - `"sequence"` — time split over the mesh axis `"sequence"` (the batch over `"data"`, if the
   mesh has it). Every layer scans its chunk from a zero state, then each device combines the
   all-gathered `(Π a, h_end)` of the devices before it into its incoming state and fixes its
@@ -47,8 +58,8 @@ from ..core import adjoint_states, windowed_adjoint_states
 from .adjoint import (
     Stored,
     _embedding_gradient,
+    exact_chunk_backward,
     exact_layer_backward,
-    exact_layers_backward,
     layer_backward,
     layer_backward_literal,
 )
@@ -64,6 +75,7 @@ from .model import (
     c_map,
     embed,
     emit,
+    layer_chunk_forward,
     layer_forward_chunked,
     rms_norm,
 )
@@ -226,12 +238,11 @@ def _layer_body(
     options: GradientOptions,
     data_axes: tuple[str, ...],
 ) -> tuple[Float[Array, ""], Weights]:
-    """One device's part of the layer layout (inside `shard_map`: `weights["layers"]` holds
-    this device's `K / stages` layers)."""
+    """One device's part of the paper's layer layout (inside `shard_map`: `weights["layers"]`
+    holds this device's `K / stages` layers): a pipelined forward, one broadcast of `g`, the
+    highway estimator's VJPs in parallel."""
     stage = lax.axis_index(LAYER_AXIS)
     layers = weights["layers"]
-    exact = options.method == "adjoint"
-    keep_inputs = not exact
 
     # Forward pipeline: at step j only stage j computes (a cond on the stage index), then
     # every stage passes its output stream one stage on (a ring shift, so that the step is one
@@ -243,13 +254,13 @@ def _layer_body(
         stream, stored = carry
 
         def compute(_):
-            return _store(layers, stream, eps, keep_inputs, chunk)
+            return _store(layers, stream, eps, True, chunk)
 
         stored = lax.cond(stage == j, compute, lambda st: st, stored)
         return lax.ppermute(stored.r_out, LAYER_AXIS, ring), stored
 
     stream = embed(weights["embed"], inputs)
-    stored = _zeros_like_shape(lambda r: _store(layers, r, eps, keep_inputs, chunk), stream)
+    stored = _zeros_like_shape(lambda r: _store(layers, r, eps, True, chunk), stream)
     _, stored = lax.fori_loop(0, stages, forward_step, (stream, stored))
 
     # The loss and g: computed once, by the stage that holds the last layer.
@@ -262,37 +273,10 @@ def _layer_body(
         stage == stages - 1, head, lambda r: _zeros_like_shape(head, r), stored.r_out
     )
     # A psum of values that are zero on all but one stage: a broadcast from that stage.
-    loss, d_norm, d_head = lax.psum((loss, d_norm, d_head), LAYER_AXIS)
-
-    if exact:
-        # Reverse pipeline: at step i, stage j = S-1-i runs the exact adjoint of its layers from
-        # the cotangent G of its output stream (received from stage j + 1), then every stage
-        # passes G one stage back (a ring shift, as in the forward).
-        back_ring = [(i, (i - 1) % stages) for i in range(stages)]
-        states = stored._replace(r_out=None)
-
-        def backward_step(i: Array, carry):
-            def back(args):
-                _, G, r = args
-                d, G0, _ = exact_layers_backward(
-                    layers, states._replace(r_out=r), G, eps=eps, chunk=chunk
-                )
-                return d, G0, r
-
-            d_layers, G, r = lax.cond(stage == stages - 1 - i, back, lambda x: x, carry)
-            return d_layers, lax.ppermute(G, LAYER_AXIS, back_ring), r
-
-        zeros = jax.tree.map(jnp.zeros_like, layers)
-        d_layers, G, _ = lax.fori_loop(0, stages, backward_step, (zeros, g, stored.r_out))
-        # Stage 0's G_0 went round the ring to the last stage: broadcast it from there.
-        G0 = lax.psum(jnp.where(stage == stages - 1, G, 0), LAYER_AXIS)
-    else:
-        g = lax.psum(g, LAYER_AXIS)  # the one broadcast of g from the last stage
-        window = options.window
-        literal = options.form == "literal"
-        d_layers, acc = _highway_local(layers, stored, g, eps, window, literal)
-        G0 = g + lax.psum(acc, LAYER_AXIS)
-
+    loss, d_norm, d_head, g = lax.psum((loss, d_norm, d_head, g), LAYER_AXIS)
+    literal = options.form == "literal"
+    d_layers, acc = _highway_local(layers, stored, g, eps, options.window, literal)
+    G0 = g + lax.psum(acc, LAYER_AXIS)
     grads = {
         "embed": _embedding_gradient(weights, inputs, G0),
         "layers": d_layers,
@@ -301,6 +285,178 @@ def _layer_body(
     }
     # Over the data axis every device saw other sequences: sum (the layer gradients
     # stay sharded over "layer").
+    return _psum((loss, grads), data_axes)
+
+
+def _layer_at(layers: LayerWeights, i: Array) -> LayerWeights:
+    return jax.tree.map(lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), layers)
+
+
+def _state_before(h: Float[Array, "L T B N"], i: Array, start: Array) -> Float[Array, "B N"]:
+    """Layer `i`'s stored state at time `start - 1` (zero before the first token)."""
+    last = lax.dynamic_index_in_dim(h[i], jnp.maximum(start - 1, 0), keepdims=False)
+    return jnp.where(start == 0, jnp.zeros_like(last), last)
+
+
+def _layer_exact_body(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    stages: int,
+    eps: float,
+    chunk: int,
+    data_axes: tuple[str, ...],
+) -> tuple[Float[Array, ""], Weights]:
+    """One device's part of the exact adjoint on the layer layout: a wavefront over time
+    chunks (see `_layer_layout`). Inside `shard_map`: `weights["layers"]` holds this device's
+    `L = K / stages` layers."""
+    stage = lax.axis_index(LAYER_AXIS)
+    layers, table = weights["layers"], weights["embed"]
+    n_local = jax.tree.leaves(layers)[0].shape[0]
+    n_chunks = inputs.shape[0] // chunk
+    ticks = n_chunks + stages - 1
+    take = ft.partial(lax.dynamic_slice_in_dim, slice_size=chunk, axis=0)
+
+    # ---- forward: at tick τ stage s runs its layers on chunk τ - s, keeps their (a, c, h)
+    # and hands the chunk's output stream to stage s + 1.
+    stream_shape = jax.eval_shape(lambda t: embed(table, take(t, 0)), inputs)
+    stream_zeros = jnp.zeros(stream_shape.shape, stream_shape.dtype)
+    state_spec = jax.eval_shape(lambda r: a_map(_layer_at(layers, 0), r), stream_zeros)
+    states_zeros = jnp.zeros((n_local, inputs.shape[0], *state_spec.shape[1:]), state_spec.dtype)
+    ring = [(i, (i + 1) % stages) for i in range(stages)]
+
+    def forward_tick(tau: Array, carry):
+        received, states = carry
+        j = tau - stage
+        start = (jnp.clip(j, 0, n_chunks - 1) * chunk).astype(tau.dtype)
+
+        def compute(states):
+            r = jnp.where(stage == 0, embed(table, take(inputs, start)), received)
+
+            def one_layer(i: Array, carry):
+                r, (a_all, c_all, h_all) = carry
+                r, (a, c, h) = layer_chunk_forward(
+                    _layer_at(layers, i), r, _state_before(h_all, i, start), eps
+                )
+                at = (i, start, *(jnp.zeros_like(start),) * 2)
+                a_all, c_all, h_all = (
+                    lax.dynamic_update_slice(x, y[None], at)
+                    for x, y in ((a_all, a), (c_all, c), (h_all, h))
+                )
+                return r, (a_all, c_all, h_all)
+
+            return lax.fori_loop(0, n_local, one_layer, (r, states))
+
+        valid = (j >= 0) & (j < n_chunks)
+        out, states = lax.cond(valid, compute, lambda st: (stream_zeros, st), states)
+        return lax.ppermute(out, LAYER_AXIS, ring), states
+
+    initial = (stream_zeros, (states_zeros,) * 3)
+    _, (a_all, c_all, h_all) = lax.fori_loop(0, ticks, forward_tick, initial)
+
+    # ---- backward: at tick τ stage s runs its layers' exact adjoint on chunk
+    # n - 1 - (τ - (S - 1 - s)), last layer first, and hands (r, G) of the chunk's input to
+    # stage s - 1. The last stage's input is the final stream of chunk n - 1 - τ, rebuilt as
+    # embedding + Σ_k z_k (each stage adds its layers' z from the stored c, h: one all-reduce
+    # of a chunk) and its cotangent g from the head: no T × P stream is stored anywhere.
+    back_ring = [(i, (i - 1) % stages) for i in range(stages)]
+    head_grad = jax.value_and_grad(_chunk_loss, argnums=(0, 1, 2))
+
+    def backward_tick(tau: Array, carry):
+        r_recv, G_recv, after, d_layers, d_embed, totals = carry
+        last_start = jnp.clip(n_chunks - 1 - tau, 0, n_chunks - 1) * chunk
+
+        def add_output(i: Array, z: Array) -> Array:
+            c = lax.dynamic_slice_in_dim(c_all[i], last_start, chunk)
+            h = lax.dynamic_slice_in_dim(h_all[i], last_start, chunk)
+            return z + emit(_layer_at(layers, i), c, h)
+
+        z = lax.fori_loop(0, n_local, add_output, stream_zeros)
+        r_final = embed(table, take(inputs, last_start)) + lax.psum(z, LAYER_AXIS)
+
+        def head(_):
+            value, (dn, dh, g) = head_grad(
+                weights["final_norm"],
+                weights["head"],
+                r_final,
+                take(targets, last_start),
+                take(mask, last_start),
+                eps,
+            )
+            return jax.tree.map(lambda x: x * scale.astype(x.dtype), (value, dn, dh, g))
+
+        head_shapes = jax.eval_shape(head, None)
+        value, dn, dh, g = lax.cond(
+            (stage == stages - 1) & (tau < n_chunks),
+            head,
+            lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), head_shapes),
+            None,
+        )
+        totals = jax.tree.map(jnp.add, totals, (value, dn, dh))
+
+        j = n_chunks - 1 - (tau - (stages - 1 - stage))
+        start = jnp.clip(j, 0, n_chunks - 1) * chunk
+        is_last = stage == stages - 1
+        r, G = jnp.where(is_last, r_final, r_recv), jnp.where(is_last, g, G_recv)
+
+        def compute(args):
+            r, G, after, d_layers, d_embed = args
+
+            def one_layer(k: Array, carry):
+                i = n_local - 1 - k
+                r, G, after, d_layers = carry
+                chunk_of = ft.partial(lax.dynamic_slice_in_dim, start_index=start, slice_size=chunk)
+                dw, r, G, after_i = exact_chunk_backward(
+                    _layer_at(layers, i),
+                    chunk_of(a_all[i]),
+                    chunk_of(c_all[i]),
+                    chunk_of(h_all[i]),
+                    _state_before(h_all, i, start),
+                    r,
+                    G,
+                    after[i],
+                    eps=eps,
+                )
+                d_layers = jax.tree.map(lambda d, x: d.at[i].add(x), d_layers, dw)
+                return r, G, after.at[i].set(after_i), d_layers
+
+            r, G, after, d_layers = lax.fori_loop(0, n_local, one_layer, (r, G, after, d_layers))
+            # The first stage's G is the embedding's cotangent for this chunk.
+            tokens = take(inputs, start).reshape(-1)
+            d_embed = jnp.where(
+                stage == 0, d_embed.at[tokens].add(G.reshape(-1, G.shape[-1])), d_embed
+            )
+            return r, G, after, d_layers, d_embed
+
+        valid = (j >= 0) & (j < n_chunks)
+        args = (r, G, after, d_layers, d_embed)
+        r, G, after, d_layers, d_embed = lax.cond(valid, compute, lambda x: x, args)
+        r, G = lax.ppermute((r, G), LAYER_AXIS, back_ring)
+        return r, G, after, d_layers, d_embed, totals
+
+    after = jnp.zeros((n_local, *state_spec.shape[1:]), state_spec.dtype)
+    totals = (
+        jnp.zeros((), jnp.promote_types(table.dtype, jnp.float32)),
+        jnp.zeros_like(weights["final_norm"]),
+        jnp.zeros_like(weights["head"]),
+    )
+    carry = (
+        stream_zeros,
+        stream_zeros,
+        after,
+        jax.tree.map(jnp.zeros_like, layers),
+        jnp.zeros_like(table),
+        totals,
+    )
+    _, _, _, d_layers, d_embed, (loss, d_norm, d_head) = lax.fori_loop(
+        0, ticks, backward_tick, carry
+    )
+    # Each of these is nonzero on one stage only: the psum is a broadcast from it.
+    loss, d_norm, d_head, d_embed = lax.psum((loss, d_norm, d_head, d_embed), LAYER_AXIS)
+    grads = {"embed": d_embed, "layers": d_layers, "final_norm": d_norm, "head": d_head}
     return _psum((loss, grads), data_axes)
 
 
@@ -317,14 +473,11 @@ def _layer_layout(
     chunk = options.time_chunk(context)
     tokens_spec = P(None, *data_axes)
     weights_spec = {"embed": P(), "layers": P(LAYER_AXIS), "final_norm": P(), "head": P()}
-    body = ft.partial(
-        _layer_body,
-        stages=stages,
-        eps=config.norm_eps,
-        chunk=chunk,
-        options=options,
-        data_axes=data_axes,
-    )
+    kwargs = {"stages": stages, "eps": config.norm_eps, "chunk": chunk, "data_axes": data_axes}
+    if options.method == "adjoint":
+        body = ft.partial(_layer_exact_body, **kwargs)
+    else:
+        body = ft.partial(_layer_body, options=options, **kwargs)
     sharded = jax.shard_map(
         body,
         mesh=mesh,

@@ -40,6 +40,7 @@ __all__ = [
     "c_map",
     "emit",
     "embed",
+    "layer_chunk_forward",
     "layer_forward",
     "readout",
     "rms_norm",
@@ -133,6 +134,17 @@ def layer_forward(
     return r + emit(w, c, h), LayerStates(a, c, h)
 
 
+def layer_chunk_forward(
+    w: LayerWeights, r: Float[Array, "C B P"], h_in: Float[Array, "B N"], eps: float
+) -> tuple[Float[Array, "C B P"], LayerStates]:
+    """One layer on one chunk of time from the state `h_in` before it: `(r + z, (a, c, h))`."""
+    x = rms_norm(r, w["norm"], eps)
+    a = a_map(w, x)
+    h = scan_states(a, b_map(w, x), h_in)
+    c = c_map(w, x)
+    return r + emit(w, c, h), LayerStates(a, c, h)
+
+
 def layer_forward_chunked(
     w: LayerWeights,
     r: Float[Array, "T B P"],
@@ -150,13 +162,11 @@ def layer_forward_chunked(
 
     def one_chunk(j: Array, carry):
         r_out, a_all, c_all, h_all, h_in = carry
-        r_j = lax.dynamic_slice_in_dim(r, j * chunk, chunk)
-        x = rms_norm(r_j, w["norm"], eps)
-        a = a_map(w, x)
-        h = scan_states(a, b_map(w, x), h_in)
-        c = c_map(w, x)
+        r_next, (a, c, h) = layer_chunk_forward(
+            w, lax.dynamic_slice_in_dim(r, j * chunk, chunk), h_in, eps
+        )
         put = ft.partial(lax.dynamic_update_slice_in_dim, start_index=j * chunk, axis=0)
-        outputs = (put(r_out, r_j + emit(w, c, h)), put(a_all, a), put(c_all, c), put(h_all, h))
+        outputs = (put(r_out, r_next), put(a_all, a), put(c_all, c), put(h_all, h))
         return (*outputs, h[-1])
 
     zeros = jnp.zeros((T, B, n_states), dtype)

@@ -49,27 +49,29 @@ def single_device(method: str, window: int | None):
     return loss, nnx.to_pure_dict(grads)
 
 
+# (layout, mesh shape, axis names, method, window, loss chunk): a loss chunk below T gives
+# the layer layout's exact wavefront several time chunks to pipeline.
 CASES = [
-    ("layer", (4,), ("layer",), "adjoint", None),
-    ("layer", (2, 2), ("data", "layer"), "adjoint_paper", None),
-    ("layer", (4,), ("layer",), "truncated", 3),
-    ("sequence", (4,), ("sequence",), "adjoint", None),
-    ("sequence", (2, 2), ("data", "sequence"), "adjoint", None),
-    ("sequence", (4,), ("sequence",), "backprop", None),
+    ("layer", (4,), ("layer",), "adjoint", None, 4),
+    ("layer", (2, 2), ("data", "layer"), "adjoint", None, 3),
+    ("layer", (2, 2), ("data", "layer"), "adjoint_paper", None, None),
+    ("layer", (4,), ("layer",), "truncated", 3, None),
+    ("sequence", (4,), ("sequence",), "adjoint", None, None),
+    ("sequence", (2, 2), ("data", "sequence"), "adjoint", None, None),
+    ("sequence", (4,), ("sequence",), "backprop", None, None),
 ]
-
 
 IDS = [f"{c[0]}-{'x'.join(c[2])}-{c[3]}" for c in CASES]
 
 
-@pytest.mark.parametrize("layout,shape,names,method,window", CASES, ids=IDS)
-def test_layout_equals_single_device(layout, shape, names, method, window):
+@pytest.mark.parametrize("layout,shape,names,method,window,loss_chunk", CASES, ids=IDS)
+def test_layout_equals_single_device(layout, shape, names, method, window, loss_chunk):
     model, _, tokens = weights_and_tokens()
     # backprop is exact, as is the adjoint (tests/ssm/test_gradients.py): one reference compile.
     ref_loss, ref = single_device("adjoint" if method == "backprop" else method, window)
     the_mesh = mesh(shape, names)
     loss, state = ssm.value_and_grad(
-        model, tokens, method, window=window, mesh=the_mesh, layout=layout
+        model, tokens, method, window=window, loss_chunk=loss_chunk, mesh=the_mesh, layout=layout
     )
     grads = nnx.to_pure_dict(state)
     assert jnp.allclose(loss, ref_loss, rtol=1e-13)
@@ -100,21 +102,23 @@ def test_errors_name_the_supported_combinations_and_the_mesh_axes():
         fn(weights, tokens)
 
 
-def test_per_device_memory_of_the_sequence_layout():
-    """Compile-time memory only (nothing runs): each of 4 devices holds a quarter of the
-    stored states and streams, so the per-device total is well below one device's."""
+@pytest.mark.parametrize("layout,loss_chunk", [("sequence", None), ("layer", 32)])
+def test_per_device_memory_of_the_layouts(layout, loss_chunk):
+    """Compile-time memory only (nothing runs). `sequence`: each of 4 devices holds a quarter
+    of the stored states and streams. `layer` (exact wavefront): each device holds its layer's
+    states and a few chunk buffers, no `T × P` stream (8 time chunks here)."""
     config = CONFIG.replace(width=32, state_size=8, param_dtype="float32")
     context = 256
     weights = jax.eval_shape(
         lambda: nnx.to_pure_dict(nnx.state(ssm.SSMLM(config, rngs=nnx.Rngs(0)), nnx.Param))
     )
     tokens = jax.ShapeDtypeStruct((1, context + 1), jnp.int32)
-    options = ssm.GradientOptions("adjoint")
+    options = ssm.GradientOptions("adjoint", loss_chunk=loss_chunk)
     single = compiled_memory(ssm.gradient_function(config, options, context), weights, tokens)
-    the_mesh = mesh((4,), ("sequence",))
-    sharded = ssm.gradient_function(config, options, context, the_mesh, "sequence")
+    the_mesh = mesh((4,), (layout,))
+    sharded = ssm.gradient_function(config, options, context, the_mesh, layout)
     per_device = compiled_memory(sharded, weights, tokens)
-    print(f"single device: {single}\nsequence layout, per device: {per_device}")
+    print(f"single device: {single}\n{layout} layout, per device: {per_device}")
     assert per_device.total < 0.4 * single.total
 
 
