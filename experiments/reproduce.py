@@ -45,7 +45,7 @@ PAPERS: dict[str, tuple[str, list[str]]] = {
     ),
     "parabolic": (
         "Base models for parabolic PDEs (UAI 2024, arXiv 2407.12234)",
-        ["parabolic_figure4", "parabolic_table1", "parabolic_figure3"],
+        ["parabolic_figure4", "parabolic_speed", "parabolic_table1", "parabolic_figure3"],
     ),
 }
 
@@ -67,6 +67,7 @@ CONDITIONS: dict[str, str] = {
     "cnode_cnf": "CPU-sized training (600 steps)",
     "cnode_speed": "CPU, batch 4, at initialisation",
     "parabolic_figure4": "CPU sizes: fewer paths, steps and training steps than the paper",
+    "parabolic_speed": "CPU timings (the paper's are on a GPU), ratios in one run",
     "parabolic_table1": "CPU sizes; one training run per model instead of five",
     "parabolic_figure3": "the 2-d panel only, CPU-sized training",
 }

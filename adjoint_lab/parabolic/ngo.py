@@ -30,7 +30,9 @@ from .estimate import Estimate, importance_estimate
 from .integrand import Drift, Rate, Scalar, check_coefficients, integrand_on_paths
 from .paths import BasePaths
 
-__all__ = ["NeuralGirsanovOperator", "ngo_expectation", "path_features"]
+__all__ = ["INITS", "NeuralGirsanovOperator", "ngo_expectation", "path_features"]
+
+INITS = ("zero", "girsanov")
 
 
 def path_features(
@@ -58,6 +60,11 @@ class NeuralGirsanovOperator(eqx.Module):
     `head` and `skip` (per-step read-outs of the mixed and raw features), `d`, `kernel`,
     `clip` (|log w| is clipped to it, so that a badly trained operator cannot overflow).
 
+    `init` chooses the starting point: `"zero"` (the paper's: zero read-outs, weight 1 on
+    every path, the drift ignored until trained) or `"girsanov"` (the skip read-out set to
+    the exact Ito log-increment theta_k . dW_k - |theta_k|^2 h / 2: untrained, the operator
+    IS the direct Girsanov estimator, and training learns a correction to it).
+
     Construct with `NeuralGirsanovOperator(d, key=key)`; train with `train_ngo`; use with
     `ngo_expectation` or `feynman_kac(..., method="ngo", operator=...)`.
     """
@@ -79,10 +86,13 @@ class NeuralGirsanovOperator(eqx.Module):
         n_mixers: int = 2,
         kernel: int = 3,
         clip: float = 30.0,
+        init: str = "zero",
         key: PRNGKeyArray,
     ):
         if not isinstance(d, int | np.integer) or d < 1:
             raise ValueError(f"`NeuralGirsanovOperator(d={d!r})`: `d` must be an int >= 1.")
+        if init not in INITS:
+            raise ValueError(f"`NeuralGirsanovOperator(init={init!r})`: choose one of {INITS}.")
         keys = jax.random.split(key, n_mixers + 3)
         n_in = 2 * d + 3
         self.encoder = eqx.nn.MLP(
@@ -98,6 +108,10 @@ class NeuralGirsanovOperator(eqx.Module):
         skip = eqx.nn.Linear(n_in, "scalar", key=keys[2])
         self.head = eqx.tree_at(lambda lin: (lin.weight, lin.bias), head, replace_fn=jnp.zeros_like)
         self.skip = eqx.tree_at(lambda lin: (lin.weight, lin.bias), skip, replace_fn=jnp.zeros_like)
+        if init == "girsanov":
+            # The last two step features are theta . dW and |theta|^2 h / 2 (`step_features`).
+            exact = self.skip.weight.at[..., -2].set(1.0).at[..., -1].set(-1.0)
+            self.skip = eqx.tree_at(lambda lin: lin.weight, self.skip, exact)
         self.d = int(d)
         self.kernel = int(kernel)
         self.clip = float(clip)

@@ -20,12 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config.errors import ConfigError, require, require_at_least, require_positive
+from ..config.errors import (
+    ConfigError,
+    require,
+    require_at_least,
+    require_one_of,
+    require_positive,
+)
 from ..config.schema import ExperimentConfig
 from ..train.task import Task
 from .drift_family import RandomBasisDrift, SineInitial, affine_sine_exact
 from .euler_maruyama import euler_maruyama_expectation
-from .ngo import NeuralGirsanovOperator, ngo_expectation
+from .ngo import INITS, NeuralGirsanovOperator, ngo_expectation
 from .ngo_training import NGOTrainingConfig, ngo_task_loss
 from .paths import BasePaths
 
@@ -41,11 +47,13 @@ class NGOModelConfig:
     n_mixers: int = 2
     kernel: int = 3
     clip: float = 30.0
+    init: str = "zero"  # or "girsanov": start from the exact Girsanov weight
 
     def validate(self) -> None:
         require_at_least(self, 1, "width", "depth", "kernel")
         require_at_least(self, 0, "n_mixers")
         require_positive(self, "clip")
+        require_one_of("init", self.init, INITS)
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ def build(config: ExperimentConfig) -> Task:
     def make(key):
         return NeuralGirsanovOperator(
             data.d, width=model.width, depth=model.depth, n_mixers=model.n_mixers,
-            kernel=model.kernel, clip=model.clip, key=key,
+            kernel=model.kernel, clip=model.clip, init=model.init, key=key,
         )  # fmt: skip
 
     _, static = eqx.partition(make(jax.random.PRNGKey(0)), eqx.is_inexact_array)

@@ -36,9 +36,9 @@ def test_quick_profile(tmp_path):
     data = json.loads((tmp_path / "parabolic_figure4.json").read_text())
     assert (tmp_path / "parabolic_figure4.md").exists()
     family = {row["method"]: row for row in data["family"]}
-    assert set(family) == {"NGO", "Girsanov", "Euler-Maruyama"}
+    assert set(family) == {"NGO", "NGO (Girsanov init)", "Girsanov", "Euler-Maruyama"}
     # The unlearned estimators against the exact solution: 200 paths, ~1/sqrt(200) noise.
     assert family["Girsanov"]["rel L2"] < 0.2 and family["Euler-Maruyama"]["rel L2"] < 0.2
     canonical = {(row["PDE"], row["method"]): row for row in data["canonical"]}
     assert canonical[("BSB", "Euler-Maruyama")]["rel L2"] < 0.02
-    assert len(canonical) == 12
+    assert len(canonical) == 16

@@ -17,10 +17,10 @@ KEY = jax.random.PRNGKey(0)
 
 
 def _exact_girsanov_operator(d: int) -> parabolic.NeuralGirsanovOperator:
-    """An NGO whose skip read-out is set by hand to theta . dW - |theta|^2 h / 2 per step."""
-    op = parabolic.NeuralGirsanovOperator(d, width=8, depth=1, n_mixers=1, clip=1e4, key=KEY)
-    weight = jnp.zeros((1, 2 * d + 3)).at[0, -2].set(1.0).at[0, -1].set(-1.0)
-    return eqx.tree_at(lambda o: o.skip.weight, op, weight)
+    """An untrained `init="girsanov"` NGO: its skip read-out is theta . dW - |theta|^2 h / 2."""
+    return parabolic.NeuralGirsanovOperator(
+        d, width=8, depth=1, n_mixers=1, clip=1e4, init="girsanov", key=KEY
+    )
 
 
 def test_affine_sine_exact_matches_affine_drift_cosine():

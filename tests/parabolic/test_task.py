@@ -28,6 +28,7 @@ SMALL = (
         ("data.n_paths=1", "data.n_paths"),
         ("data.c_low=[0.0,0.0]", "data.c_low"),
         ("model.kernel=0", "model.kernel"),
+        ("model.init=ones", "model.init"),
     ],
 )
 def test_invalid_values_name_the_field(override, field):
