@@ -134,3 +134,27 @@ def test_quick_profile(tmp_path):
         (d, m) for d in (1, 2) for m in ("NGO", "FNO", "FNO (MC targets)", "DeepONet", "GIR")
     }
     assert all(np.isfinite(r["NE"]) for r in rows)
+
+
+def test_aggregate_runs_mean_std_stderr():
+    """NE over training runs: mean, standard deviation (ddof 1) and standard error; one run
+    gives NaN spread; the other measures are averaged and the paper's columns kept."""
+
+    def row(ne, inference):
+        return {
+            "d": 1, "model": "NGO", "params": 10, "NE": ne, "NE stderr": 0.1, "NE at T": 2 * ne,
+            "rel L2": 0.5, "train s": 3.0, "inference s": inference,
+            "train loss first->last": "1 -> 0.5", "paper NE": 0.045,
+        }  # fmt: skip
+
+    runs = [[row(ne, t)] for ne, t in ((1.0, 0.1), (2.0, 0.3), (3.0, 0.2), (6.0, 9.0))]
+    (out,) = table1.aggregate_runs(runs)
+    assert out["runs"] == 4
+    assert out["NE"] == pytest.approx(3.0)
+    assert out["NE std (runs)"] == pytest.approx(np.std([1, 2, 3, 6], ddof=1))
+    assert out["NE stderr (runs)"] == pytest.approx(np.std([1, 2, 3, 6], ddof=1) / 2)
+    assert out["NE at T"] == pytest.approx(6.0)
+    assert out["inference s"] == pytest.approx(0.25)  # the median
+    assert out["paper NE"] == 0.045
+    (single,) = table1.aggregate_runs(runs[:1])
+    assert single["NE"] == 1.0 and np.isnan(single["NE std (runs)"])
