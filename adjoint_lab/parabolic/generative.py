@@ -51,7 +51,11 @@ The paper reports bits/dim = -ELBO / (d ln 2), averaged over test points.
 - The drift is an MLP of x alone with tanh after every layer (|mu| <= 1, Tables 9-10); the
   diffusion is an MLP of t with a sigmoid output mapped into [sigma_min, sigma_max] (the
   paper's output map is not stated; a positive, bounded sigma keeps mu / sigma finite).
-- No meta-drift mu_meta (App. F.1) and no shared meta-volatility (App. F.2).
+- The meta-drift mu_meta (App. F.1) is fitted after p_meta, not jointly: one drift that
+  maximises the pooled ELBO_IS of all meta-training samples with p0 = p_meta frozen
+  (`fit_meta_drift`). It is used as every task's initial drift, which the task then
+  fine-tunes (`train_generative_task(init_drift=...)`); the base paths stay driftless, so the
+  Girsanov weight carries the whole task drift. No shared meta-volatility (App. F.2).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ __all__ = [
     "elbo_is",
     "elbo_is_paths",
     "fit_meta_distribution",
+    "fit_meta_drift",
     "sample_generative",
     "standard_normal_log_prob",
     "train_generative_task",
@@ -252,6 +257,7 @@ def train_generative_task(
     depth: int = 2,
     learning_rate: float = 8e-4,
     train_diffusion: bool = True,
+    init_drift: DriftNet | None = None,
 ) -> tuple[GenerativeTask, Float[Array, " steps"]]:
     """Fit one task's drift (and diffusion) by maximising ELBO_IS on the stored base paths,
     with a fixed initial law `log_p0` (frozen, e.g. p_meta's `log_prob`).
@@ -259,6 +265,8 @@ def train_generative_task(
     Every step draws a minibatch of `batch` data points and fresh Hutchinson probes; the
     base increments are the same throughout (the reused base model). AdamW, lr 8e-4 (the
     paper's); `width`/`depth` scale the paper's 200-wide, 4-deep drift down for the CPU.
+    `init_drift` (e.g. the meta-drift of `fit_meta_drift`) replaces the random initial
+    drift, and then fixes its width and depth; the diffusion starts from `key` either way.
 
     **Returns:**
 
@@ -267,7 +275,8 @@ def train_generative_task(
     data = jnp.asarray(data)
     d = data.shape[1]
     k_drift, k_diff, k_train = jax.random.split(key, 3)
-    task = GenerativeTask(DriftNet(d, width, depth, key=k_drift), DiffusionNet(d, key=k_diff))
+    drift = DriftNet(d, width, depth, key=k_drift) if init_drift is None else init_drift
+    task = GenerativeTask(drift, DiffusionNet(d, key=k_diff))
     spec = jax.tree.map(eqx.is_inexact_array, task)
     if not train_diffusion:
         spec = eqx.tree_at(lambda t: t.diffusion, spec, replace=False)
@@ -289,6 +298,29 @@ def train_generative_task(
     keys = jax.random.split(k_train, steps)
     (params, _), losses = jax.lax.scan(step, (params, optimiser.init(params)), keys)
     return eqx.combine(params, static), losses
+
+
+def fit_meta_drift(
+    key: PRNGKeyArray,
+    pooled: Float[ArrayLike, "n d"],
+    log_p0: LogDensity,
+    increments: Float[ArrayLike, "n_paths n_steps d"],
+    T: float,
+    **kwargs,
+) -> tuple[DriftNet, Float[Array, " steps"]]:
+    """mu_meta (App. F.1): one drift fitted by maximising ELBO_IS on the samples pooled over
+    the meta-training tasks, from the frozen initial law `log_p0` (p_meta's `log_prob`).
+
+    The pooled objective is the meta-objective's sum over tasks with one drift shared by all;
+    the diffusion trained alongside is discarded (no shared meta-volatility). Keyword
+    arguments are `train_generative_task`'s.
+
+    **Returns:**
+
+    The meta-drift (a `DriftNet`, to pass as `init_drift`) and the loss per step.
+    """
+    task, losses = train_generative_task(key, pooled, log_p0, increments, T, **kwargs)
+    return task.drift, losses
 
 
 def sample_generative(
