@@ -84,11 +84,11 @@ PROFILES = {
         ),
         don=dict(sensors={1: 8, 2: 4}, width=16, steps=5, batch=2, n_query=32, lr=1e-3),
     ),
-    # ~3.5 min per training run on a 2-core CPU. N = 1000 (1-d) and 2000 (2-d) paths, as in
-    # the paper. Four runs, not the paper's five: five would take ~18 min.
+    # ~3.5 min per training run on a 2-core CPU. N = 1000 (1-d) and 2000 (2-d) paths and
+    # five training runs per model, as in the paper.
     "cpu": dict(
         dims=(1, 2),
-        runs=4,
+        runs=5,
         grid={1: 48, 2: 24},
         n_val=30,
         repeats=5,

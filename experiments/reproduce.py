@@ -68,7 +68,7 @@ CONDITIONS: dict[str, str] = {
     "cnode_speed": "CPU, batch 4, at initialisation",
     "parabolic_figure4": "CPU sizes: fewer paths, steps and training steps than the paper",
     "parabolic_speed": "CPU timings (the paper's are on a GPU), ratios in one run",
-    "parabolic_table1": "CPU sizes; four training runs per model instead of five",
+    "parabolic_table1": "CPU sizes (grids, training steps); five training runs as in the paper",
     "parabolic_figure3": "CPU-sized training; the 100-d panel with 4 tasks and smaller networks",
 }
 
