@@ -112,6 +112,7 @@ def test_wrong_channel_count_names_expected_and_got(small_cnode):
         small_cnode(jnp.zeros((2, 3, 4, 4)))
 
 
+@pytest.mark.slow
 def test_accuracy_quick_profile_writes_the_table(tmp_path):
     from experiments import cnode_accuracy
 

@@ -27,6 +27,7 @@ def test_memory_quick(tmp_path):
     assert "PASS" in (tmp_path / "ssm_memory.md").read_text() or data["targets"]
 
 
+@pytest.mark.slow
 def test_time_quick(tmp_path):
     ssm_time.main(["--profile", "quick", "--out", str(tmp_path)])
     data = _outputs(tmp_path, "ssm_time")
