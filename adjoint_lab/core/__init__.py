@@ -21,6 +21,7 @@ from .measure import compiled_memory as compiled_memory
 from .measure import peak_rss as peak_rss
 from .measure import time_fn as time_fn
 from .ode import EvaluationCount as EvaluationCount
+from .ode import Integrator as Integrator
 from .ode import Solution as Solution
 from .ode import count_evaluations as count_evaluations
 from .ode import solve as solve

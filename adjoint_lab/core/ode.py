@@ -20,7 +20,7 @@ from jaxtyping import Array, ArrayLike, Int, PyTree, Real
 
 from .gradients import AbstractGradientMethod, CheckpointedBackprop
 
-__all__ = ["EvaluationCount", "Solution", "count_evaluations", "solve"]
+__all__ = ["EvaluationCount", "Integrator", "Solution", "count_evaluations", "solve"]
 
 VectorField = Callable[[Any, PyTree[Array], Any], PyTree[Array]]
 
@@ -193,6 +193,57 @@ def solve(
         (sol.ts, sol.ys, stats), sol.result, controller, t0, t1, dt0, gradient
     )
     return Solution(ts=ts_out, ys=ys_out, stats=stats)
+
+
+class Integrator(eqx.Module):
+    """The solver bundle: solver, step-size controller, dt0 and gradient method, as one object.
+
+    Every ODE user of the package (the C-NODE classifiers and flows, the spiral task, the
+    config boundary) holds one of these instead of passing the four pieces around, so a
+    gradient method or solver chosen in one place reaches every solve. The fields are static
+    (they hold no parameters): `equinox.partition(model, equinox.is_inexact_array)` leaves an
+    integrator out of a model's parameters.
+
+    **Arguments:**
+
+    - `solver`: a `diffrax.AbstractSolver`. Default `diffrax.Tsit5()`.
+    - `controller`: a `diffrax.AbstractStepSizeController`, or `None` for constant steps of
+        `dt0`.
+    - `dt0`: the (initial) step size; required for constant steps.
+    - `gradient`: an `AbstractGradientMethod`. Default `CheckpointedBackprop()`.
+    """
+
+    solver: diffrax.AbstractSolver = eqx.field(static=True, default=_TSIT5)
+    controller: diffrax.AbstractStepSizeController | None = eqx.field(static=True, default=None)
+    dt0: float | None = eqx.field(static=True, default=None)
+    gradient: AbstractGradientMethod = eqx.field(static=True, default=_CHECKPOINTED)
+
+    def solve(
+        self,
+        vector_field: VectorField,
+        t0: Real[ArrayLike, ""],
+        t1: Real[ArrayLike, ""],
+        y0: PyTree[ArrayLike],
+        args: PyTree[Any] = None,
+        *,
+        saveat: diffrax.SaveAt | None = None,
+        ts: Real[ArrayLike, " times"] | None = None,
+    ) -> Solution:
+        """`solve(vector_field, t0, t1, y0, args, ...)` with this bundle's solver, controller,
+        dt0 and gradient method (see `solve` for the arguments and the errors)."""
+        return solve(
+            vector_field,
+            t0,
+            t1,
+            y0,
+            args,
+            solver=self.solver,
+            controller=self.controller,
+            dt0=self.dt0,
+            gradient=self.gradient,
+            saveat=saveat,
+            ts=ts,
+        )
 
 
 @dataclass(frozen=True)

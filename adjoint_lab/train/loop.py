@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from .errors import CheckpointError, NonFiniteLossError
 from .mesh import replicated, shard_batch, state_shardings
 from .metrics import MetricsLog, plot_curves, read_metrics
 from .state import TrainState
+from .step import train_step, value_and_grad_of
 from .task import Task
 
 
@@ -40,23 +40,33 @@ class FitResult:
 
 
 def _make_step(task: Task, optimizer: optax.GradientTransformation, seed: int) -> Callable:
+    """`train_step` with the per-step key and an on-device guard against non-finite losses.
+
+    The guard carries `(bad_step, bad_loss)`: once a loss is NaN or inf, that step and every
+    later one leave the state as it was, so the last good state survives the (donated) steps
+    until `fit` next looks at the guard, which it does on logging and checkpoint steps only.
+    """
     base_key = jax.random.PRNGKey(seed)
-    value_and_grad = task.value_and_grad or jax.value_and_grad(task.loss, has_aux=True)
+    step = train_step(task.value_and_grad or value_and_grad_of(task.loss), optimizer)
 
-    def step(state: TrainState, batch):
-        key = jax.random.fold_in(base_key, state.step)
-        (loss, metrics), grads = value_and_grad(state.params, batch, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        stepped = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-        # A non-finite loss keeps the previous state, so the last good state survives the
-        # (donated) step and can be checkpointed before stopping.
-        finite = jnp.isfinite(loss)
-        kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), stepped, state)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-        return kept, loss, metrics
+    def guarded(state: TrainState, guard: tuple[Array, Array], batch):
+        bad_step, bad_loss = guard
+        stepped, loss, metrics = step(state, batch, jax.random.fold_in(base_key, state.step))
+        failed = ~jnp.isfinite(loss)
+        good = ~failed & (bad_step < 0)
+        kept = jax.tree_util.tree_map(lambda new, old: jnp.where(good, new, old), stepped, state)
+        first = failed & (bad_step < 0)
+        guard = (
+            jnp.where(first, state.step, bad_step),
+            jnp.where(first, loss.astype(bad_loss.dtype), bad_loss),
+        )
+        return kept, guard, loss, metrics
 
-    return step
+    return guarded
+
+
+def _clear_guard() -> tuple[Array, Array]:
+    return jnp.asarray(-1, jnp.int32), jnp.asarray(0.0, jnp.float32)
 
 
 def _state_shardings(task: Task, state: TrainState, mesh: Mesh) -> PyTree:
@@ -135,17 +145,25 @@ def fit(
         log = MetricsLog(run_dir / "metrics.jsonl", resume_step=resumed_from) if is_main else None
         step = _make_step(task, optimizer, seed)
         if mesh is None:
-            step_fn = jax.jit(step, donate_argnums=0)
+            step_fn = jax.jit(step, donate_argnums=(0, 1))
         else:  # the state keeps its placement from step to step
             whole = replicated(mesh)
-            out = (_state_shardings(task, state, mesh), whole, whole)
-            step_fn = jax.jit(step, donate_argnums=0, out_shardings=out)
+            out = (_state_shardings(task, state, mesh), (whole, whole), whole, whole)
+            step_fn = jax.jit(step, donate_argnums=(0, 1), out_shardings=out)
         meta = dict(meta or {})
+
+        def stop_if_failed(guard: tuple[Array, Array]) -> None:
+            bad_step = int(guard[0])
+            if bad_step >= 0:
+                checkpointer.save(bad_step, state, meta)
+                checkpointer.wait()
+                raise NonFiniteLossError(bad_step, float(guard[1]), str(checkpointer.directory))
 
         first = 0 if resumed_from is None else resumed_from
         started = time.perf_counter()
         window_start, window_steps = started, 0
         loss_value = float("nan")
+        guard = _clear_guard()
         bar = tqdm(
             total=config.steps,
             initial=first,
@@ -157,15 +175,17 @@ def fit(
             batch = task.batch(step)
             if mesh is not None:
                 batch = shard_batch(batch, mesh)
-            state, loss, metrics = step_fn(state, batch)
-            loss_value = float(loss)
-            if not math.isfinite(loss_value):
-                checkpointer.save(step, state, meta)
-                checkpointer.wait()
-                raise NonFiniteLossError(step, loss_value, str(checkpointer.directory))
+            state, guard, loss, metrics = step_fn(state, guard, batch)
             window_steps += 1
             done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
+            logging_step = done % config.log_every == 0 or done == config.steps
+            checkpoint_step = done % config.checkpoint_every == 0 or done == config.steps
+            # The only host round trips: the guard and the loss, on logging and checkpoint
+            # steps. Between them the steps are dispatched without waiting for each other.
+            if logging_step or checkpoint_step:
+                stop_if_failed(guard)
+            if logging_step:
+                loss_value = float(loss)
                 now = time.perf_counter()
                 steps_per_sec = window_steps / max(now - window_start, 1e-9)
                 record = {
@@ -185,7 +205,7 @@ def fit(
                 bar.set_postfix(loss=f"{loss_value:.4g}", it_s=f"{steps_per_sec:.1f}")
                 window_start, window_steps = now, 0
             bar.update(1)
-            if done % config.checkpoint_every == 0 or done == config.steps:
+            if checkpoint_step:
                 checkpointer.save(done, state, meta)
             if on_step is not None:
                 on_step(done)
