@@ -39,17 +39,24 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def _git_commit() -> str:
+    """The short commit, with `-dirty` when tracked files differ from it (the results may then
+    come from code that no commit holds)."""
+    root = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, check=False)
+        return out.stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=False,
+        commit = git("rev-parse", "--short", "HEAD") or "unknown"
+        # Only tracked files count: results written by this very run are untracked or
+        # under results/, which the stamp must not flag.
+        dirty = git(
+            "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"
         )
-        return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+    return f"{commit}-dirty" if dirty and commit != "unknown" else commit
 
 
 def _plain(value: Any) -> Any:
