@@ -2,6 +2,7 @@
 
 - MNIST: the IDX files `train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
   `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz` (gzipped or not).
+- Fashion-MNIST: IDX files of the same names and format (Debian: `dataset-fashion-mnist`).
 - SVHN (cropped digits): `train_32x32.mat`, `test_32x32.mat` (`extra_32x32.mat`).
 - CIFAR-10: the python pickles `cifar-10-batches-py/data_batch_1` ... `data_batch_5` and
   `test_batch`.
@@ -28,7 +29,9 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetFormatError",
     "load_digits",
+    "FASHION_MNIST_ROOT",
     "read_cifar10",
+    "read_fashion_mnist",
     "read_mnist",
     "read_svhn",
     "stratified_split",
@@ -109,6 +112,29 @@ def _idx_path(folder: Path, name: str) -> Path:
     return folder / name if (folder / name).is_file() else folder / f"{name}.gz"
 
 
+def _read_idx_images(
+    dataset: str, root: Path, split: str, subdirs: Sequence[str], how: str
+) -> tuple[Images, Labels]:
+    """The 28 x 28 IDX image/label pair of `split` (MNIST's layout, shared by Fashion-MNIST)."""
+    names = _MNIST_FILES[split]
+    folder = _find(root, names, subdirs)
+    if folder is None:
+        raise _not_found(
+            dataset,
+            [f"{n}.gz" for n in names],
+            [root / d if d != "." else root for d in subdirs],
+            how,
+        )
+    images = _read_idx(_idx_path(folder, names[0]), 3)
+    labels = _read_idx(_idx_path(folder, names[1]), 1)
+    if images.shape[1:] != (28, 28):
+        raise DatasetFormatError(
+            f"{dataset} images in {folder} have shape {images.shape[1:]}; expected (28, 28)."
+        )
+    _check_labels(dataset, folder, images.shape[0], labels, 10)
+    return _scaled(images[:, None]), labels.astype(np.int32)
+
+
 def read_mnist(root: str | Path, split: str = "train") -> tuple[Images, Labels]:
     """MNIST from its IDX files in `root` (or `root/MNIST/raw`, torchvision's layout).
 
@@ -122,25 +148,49 @@ def read_mnist(root: str | Path, split: str = "train") -> tuple[Images, Labels]:
     `(images [N, 1, 28, 28] in [0, 1], labels [N] in 0..9)`.
     """
     _check_split("read_mnist", split, tuple(_MNIST_FILES))
-    root = Path(root)
-    names = _MNIST_FILES[split]
-    folder = _find(root, names, (".", "MNIST/raw"))
-    if folder is None:
-        raise _not_found(
-            "MNIST",
-            [f"{n}.gz" for n in names],
-            [root, root / "MNIST/raw"],
-            "copy the four IDX files of http://yann.lecun.com/exdb/mnist/ (gzipped or not) "
-            "into a directory",
-        )
-    images = _read_idx(_idx_path(folder, names[0]), 3)
-    labels = _read_idx(_idx_path(folder, names[1]), 1)
-    if images.shape[1:] != (28, 28):
-        raise DatasetFormatError(
-            f"MNIST images in {folder} have shape {images.shape[1:]}; expected (28, 28)."
-        )
-    _check_labels("MNIST", folder, images.shape[0], labels, 10)
-    return _scaled(images[:, None]), labels.astype(np.int32)
+    return _read_idx_images(
+        "MNIST",
+        Path(root),
+        split,
+        (".", "MNIST/raw"),
+        "copy the four IDX files of http://yann.lecun.com/exdb/mnist/ (gzipped or not) "
+        "into a directory",
+    )
+
+
+# Where Debian's `dataset-fashion-mnist` package puts the four IDX files.
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+def read_fashion_mnist(
+    root: str | Path = FASHION_MNIST_ROOT, split: str = "train"
+) -> tuple[Images, Labels]:
+    """Fashion-MNIST (Xiao, Rasul and Vollgraf 2017) from its IDX files.
+
+    The files have MNIST's names and format (28 x 28 grey images, 10 classes, 60,000 training
+    and 10,000 test images). On Debian and Ubuntu, `apt-get install dataset-fashion-mnist`
+    puts them in `FASHION_MNIST_ROOT`, the default `root`.
+
+    **Arguments:**
+
+    - `root`: the directory holding `train-images-idx3-ubyte.gz` etc. (or
+        `root/FashionMNIST/raw`, torchvision's layout).
+    - `split`: `"train"` or `"test"`.
+
+    **Returns:**
+
+    `(images [N, 1, 28, 28] in [0, 1], labels [N] in 0..9)`.
+    """
+    _check_split("read_fashion_mnist", split, tuple(_MNIST_FILES))
+    return _read_idx_images(
+        "Fashion-MNIST",
+        Path(root),
+        split,
+        (".", "FashionMNIST/raw"),
+        "install Debian's package with `apt-get install -y dataset-fashion-mnist` (it puts the "
+        f"files in {FASHION_MNIST_ROOT}), or copy the four IDX files of the Fashion-MNIST "
+        "repository into a directory",
+    )
 
 
 def read_svhn(root: str | Path, split: str = "train") -> tuple[Images, Labels]:
