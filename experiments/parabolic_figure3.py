@@ -10,7 +10,7 @@ Per panel (d = 2 or 100):
 - Meta-training: 10 Gaussian tasks N(c 1, s^2 I), c evenly spaced on [0, 10], s drawn
   from U[0.5, 1.5]; 60 samples each, pooled (600), fit a RealNVP p_meta by maximum
   likelihood. mu_meta: one drift fitted by ELBO_IS on the same pooled samples from the
-  frozen p_meta (`generative.fit_meta_drift`).
+  frozen p_meta (`parabolic.fit_meta_drift`).
 - Test tasks: N(c 1, I) (inside and beyond p_meta's support). For each task and each start,
   a drift MLP (|mu| <= 1) and a diagonal diffusion MLP of t are trained with ELBO_IS
   (Hutchinson divergence) on one stored bank of 75 base paths, T = 0.1, 40 steps; the
@@ -36,7 +36,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 from scipy.optimize import linear_sum_assignment
 
-from adjoint_lab.parabolic import generative
+from adjoint_lab import parabolic
 from experiments.report import Report
 
 NAME = "parabolic_figure3"
@@ -149,7 +149,7 @@ def w2_empirical(a: np.ndarray, b: np.ndarray) -> float:
 @eqx.filter_jit
 def test_elbo(task, log_p0, x, increments, key) -> Float[Array, " m"]:
     # key None: the exact divergence, no probe noise in the metric (affordable in 2-d).
-    return generative.elbo_is(task.drift, task.diffusion, log_p0, x, increments, T, key)
+    return parabolic.elbo_is(task.drift, task.diffusion, log_p0, x, increments, T, key)
 
 
 def test_bits_per_dim(
@@ -160,7 +160,7 @@ def test_bits_per_dim(
     for i in range(0, x.shape[0], chunk):
         k = None if key is None else jax.random.fold_in(key, i)
         elbos.append(test_elbo(task, log_p0, x[i : i + chunk], increments, k))
-    return float(generative.bits_per_dim(jnp.concatenate(elbos).mean(), x.shape[1]))
+    return float(parabolic.bits_per_dim(jnp.concatenate(elbos).mean(), x.shape[1]))
 
 
 def run_task(panel, d, key, centre, start, log_p0, banks, init_drift=None):
@@ -173,10 +173,10 @@ def run_task(panel, d, key, centre, start, log_p0, banks, init_drift=None):
         # The library's own random initial drift for this key, passed explicitly so that the
         # p_meta and p_meta + mu_meta starts share one compiled training loop.
         k_drift = jax.random.split(k_fit, 3)[0]
-        init_drift = generative.DriftNet(
+        init_drift = parabolic.DriftNet(
             d, panel["task"]["width"], panel["task"]["depth"], key=k_drift
         )
-    task, losses = generative.train_generative_task(
+    task, losses = parabolic.train_generative_task(
         k_fit, train, log_p0, train_bank, T, init_drift=init_drift, **panel["task"]
     )
     # Probes shared by every start of a task: the starts differ only in their model.
@@ -184,7 +184,7 @@ def run_task(panel, d, key, centre, start, log_p0, banks, init_drift=None):
     bpd = test_bits_per_dim(task, log_p0, test, test_bank, panel["test_chunk"], k_probe)
     seconds = time.perf_counter() - t0
     # The start law alone (no SDE): how much the learned dynamics add.
-    start_bpd = float(generative.bits_per_dim(jax.vmap(log_p0)(test).mean(), d))
+    start_bpd = float(parabolic.bits_per_dim(jax.vmap(log_p0)(test).mean(), d))
     sigma = np.asarray(jax.vmap(task.diffusion)(jnp.linspace(0, T, 5))).mean()
     return dict(
         start=start,
@@ -214,7 +214,7 @@ def run_panel(panel: dict, d: int, key: PRNGKeyArray) -> dict:
         ]
     )
     t0 = time.perf_counter()
-    flow, flow_losses = generative.fit_meta_distribution(k_flow, pooled, **panel["flow"])
+    flow, flow_losses = parabolic.fit_meta_distribution(k_flow, pooled, **panel["flow"])
     flow_seconds = time.perf_counter() - t0
     nll = lambda x: float(-jnp.mean(jax.vmap(flow.log_prob)(x)))  # noqa: E731
 
@@ -227,7 +227,7 @@ def run_panel(panel: dict, d: int, key: PRNGKeyArray) -> dict:
         for k, steps in ((k_train_bank, panel["train_steps"]), (k_test_bank, panel["test_steps"]))
     )
     t0 = time.perf_counter()
-    mu_meta, drift_losses = generative.fit_meta_drift(
+    mu_meta, drift_losses = parabolic.fit_meta_drift(
         jax.random.fold_in(k_flow, 1),
         pooled,
         flow.log_prob,
@@ -239,7 +239,7 @@ def run_panel(panel: dict, d: int, key: PRNGKeyArray) -> dict:
     )
     drift_seconds = time.perf_counter() - t0
     log_p0s = {
-        "N(0, I)": generative.standard_normal_log_prob,
+        "N(0, I)": parabolic.standard_normal_log_prob,
         "p_meta": flow.log_prob,
         "p_meta + mu_meta": flow.log_prob,
     }

@@ -40,8 +40,8 @@ import optax
 from jaxtyping import Array, Float
 
 from adjoint_lab import parabolic
-from adjoint_lab.parabolic.deeponet import DeepONet
-from adjoint_lab.parabolic.fno import FNO, parameter_count
+from adjoint_lab.parabolic import FNO, DeepONet, parameter_count
+from adjoint_lab.train import TrainState, train_step, value_and_grad_of
 from experiments.report import Report
 
 NAME = "parabolic_table1"
@@ -189,8 +189,8 @@ def ngo_all_times(operator, paths, drift, p0) -> Float[Array, "n_times m"]:
 
 def girsanov_all_times(paths, drift, p0) -> Float[Array, "n_times m"]:
     theta, h = parabolic.path_features(drift, paths)
-    a = jnp.sum(theta * paths.increments, -1) - 0.5 * h * jnp.sum(theta**2, -1)
-    return _all_times(jnp.cumsum(a, axis=-1), paths, p0)
+    ito, compensator = parabolic.girsanov_step_terms(theta, paths.increments, h)
+    return _all_times(jnp.cumsum(ito - compensator, axis=-1), paths, p0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,18 +208,19 @@ def _fit(model, loss_fn, steps: int, lr: float, key) -> tuple[eqx.Module, np.nda
     """AdamW on `loss_fn(model, key)` with a fresh key (fresh tasks) per step."""
     optimiser = _optimiser(lr, steps)
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    state = optimiser.init(params)
 
-    @jax.jit
-    def step(params, state, key):
-        loss, grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static), key))(params)
-        updates, state = optimiser.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+    def loss(params, batch, key):
+        del batch  # fresh tasks from `key` every step
+        return loss_fn(eqx.combine(params, static), key), {}
 
-    losses = np.empty(steps)
-    for i, k in enumerate(jax.random.split(key, steps)):
-        params, state, loss = step(params, state, k)
-        losses[i] = float(loss)
+    step = jax.jit(train_step(value_and_grad_of(loss), optimiser))
+    state = TrainState.create(params, optimiser)
+    losses = []
+    for k in jax.random.split(key, steps):
+        state, value, _ = step(state, None, k)
+        losses.append(value)
+    params = state.params
+    losses = np.asarray(jnp.stack(losses))
     return eqx.combine(params, static), losses
 
 

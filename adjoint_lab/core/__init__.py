@@ -43,3 +43,8 @@ from .recurrence import linear_recurrence_vjp as linear_recurrence_vjp
 from .recurrence import reverse_linear_recurrence as reverse_linear_recurrence
 from .recurrence import windowed_adjoint_states as windowed_adjoint_states
 from .recurrence import windowed_adjoint_states_literal as windowed_adjoint_states_literal
+
+# SDE solves on stored Brownian increments (sde.py).
+from .sde import BrownianIncrements as BrownianIncrements
+from .sde import DiagonalDiffusion as DiagonalDiffusion
+from .sde import solve_sde as solve_sde

@@ -66,9 +66,12 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .. import core
+from ..config.schema import OptimConfig
+from ..train import TrainState, make_optimizer, train_step, value_and_grad_of
+from .girsanov import log_likelihood_ratio
 from .realnvp import RealNVP, fit_realnvp
 
 __all__ = [
@@ -192,9 +195,7 @@ def elbo_is_paths(
     h = T / n_steps
     s = h * jnp.arange(n_steps, dtype=x.dtype)
     sigma = jax.vmap(diffusion)(s)  # (K, d)
-    # Reparameterised base paths Y_{k+1} = Y_k + sigma(s_k) dW_k from every point.
-    moves = jnp.cumsum(sigma * increments, axis=1)
-    y = x[:, None, None, :] + jnp.concatenate([jnp.zeros_like(moves[:, :1]), moves], axis=1)
+    y = _base_paths(diffusion, x, increments, T)  # (m, N, K + 1, d)
     left = y[:, :, :-1]  # Ito: coefficients at the left end of each step
     times = jnp.broadcast_to(s[None, None, :], left.shape[:-1])
     flat_y, flat_t = left.reshape(-1, d), times.reshape(-1)
@@ -205,11 +206,60 @@ def elbo_is_paths(
         mu, div = jax.vmap(lambda t, z, e: _divergence(drift, t, z, e))(flat_t, flat_y, probes)
     theta = mu.reshape(left.shape) / sigma  # mu / sigma, (m, N, K, d)
     div = div.reshape(left.shape[:-1])
-    log_weight = -0.5 * h * jnp.sum(theta**2, axis=(-2, -1))
-    if martingale:
-        log_weight = log_weight + jnp.sum(theta * increments[None], axis=(-2, -1))
+    log_weight = log_likelihood_ratio(theta, increments[None], h, martingale=martingale)
     terminal = jax.vmap(jax.vmap(log_p0))(y[:, :, -1])
     return log_weight + h * jnp.sum(div, axis=-1) + terminal
+
+
+class _Zero(eqx.Module):
+    def __call__(self, t, y, args):
+        return jnp.zeros_like(y)
+
+
+class _OfTime(eqx.Module):
+    """`fn(t)` as a `(t, y, args)` callable, a module so that `fn`'s arrays stay leaves."""
+
+    fn: Callable
+
+    def __call__(self, t, y, args):
+        return self.fn(t)
+
+
+class _Generator(eqx.Module):
+    """The generator's drift -mu(T - t, z) in generator time t."""
+
+    drift: Callable
+    T: float
+
+    def __call__(self, t, z, args):
+        return -self.drift(self.T - t, z)
+
+
+class _GeneratorDiffusion(eqx.Module):
+    diffusion: Callable
+    T: float
+
+    def __call__(self, t, z, args):
+        return self.diffusion(self.T - t)
+
+
+def _base_paths(
+    diffusion: Callable,
+    x: Float[Array, "m d"],
+    increments: Float[Array, "n_paths n_steps d"],
+    T: float,
+) -> Float[Array, "m n_paths n_steps+1 d"]:
+    """The reparameterised base paths Y_{k+1} = Y_k + sigma(s_k) dW_k from every point:
+    Euler-Maruyama of the driftless dY = sigma(s) dW (`core.solve_sde`), differentiable in
+    the diffusion's parameters at the stored increments."""
+    noise = core.DiagonalDiffusion(_OfTime(diffusion))
+    gradient = core.CheckpointedBackprop(max_steps=increments.shape[1])
+
+    def one(x0, dw):
+        brownian = core.BrownianIncrements(dw, t1=T)
+        return core.solve_sde(_Zero(), noise, brownian, x0, gradient=gradient, ts=brownian.times).ys
+
+    return jax.vmap(jax.vmap(one, (None, 0)), (0, None))(x, increments)
 
 
 @eqx.filter_jit
@@ -281,22 +331,27 @@ def train_generative_task(
     if not train_diffusion:
         spec = eqx.tree_at(lambda t: t.diffusion, spec, replace=False)
     params, static = eqx.partition(task, spec)
-    optimiser = optax.adamw(learning_rate)
+    # optax.adamw's default weight decay, 1e-4.
+    optimiser = make_optimizer(
+        OptimConfig(name="adamw", lr=learning_rate, weight_decay=1e-4), steps
+    )
 
     def loss(p, x, probe_key):
         model = eqx.combine(p, static)
-        return -jnp.mean(elbo_is(model.drift, model.diffusion, log_p0, x, increments, T, probe_key))
+        elbo = elbo_is(model.drift, model.diffusion, log_p0, x, increments, T, probe_key)
+        return -jnp.mean(elbo), {}
 
-    def step(carry, step_key):
-        p, state = carry
+    step = train_step(value_and_grad_of(loss), optimiser)
+
+    def body(state, step_key):
         k_batch, k_probe = jax.random.split(step_key)
         x = data[jax.random.choice(k_batch, data.shape[0], (batch,), replace=False)]
-        value, grad = jax.value_and_grad(loss)(p, x, k_probe)
-        updates, state = optimiser.update(grad, state, p)
-        return (optax.apply_updates(p, updates), state), value
+        state, value, _ = step(state, x, k_probe)
+        return state, value
 
     keys = jax.random.split(k_train, steps)
-    (params, _), losses = jax.lax.scan(step, (params, optimiser.init(params)), keys)
+    state, losses = jax.lax.scan(body, TrainState.create(params, optimiser), keys)
+    params = state.params
     return eqx.combine(params, static), losses
 
 
@@ -331,16 +386,16 @@ def sample_generative(
     n_steps: int,
 ) -> Float[Array, "n d"]:
     """Samples of the model: Euler-Maruyama for dZ = -mu(T - t, Z) dt + sigma(T - t) dB from
-    the initial samples `z0` (the generator whose density ELBO_IS bounds)."""
+    the initial samples `z0` (the generator whose density ELBO_IS bounds), by
+    `core.solve_sde` on increments drawn from `key`."""
     z = jnp.asarray(z0)
-    h = T / n_steps
-    noise = jnp.sqrt(h) * jax.random.normal(key, (n_steps, *z.shape), z.dtype)
+    noise = jnp.sqrt(T / n_steps) * jax.random.normal(key, (n_steps, *z.shape), z.dtype)
+    field = _Generator(task.drift, T)
+    diffusion = core.DiagonalDiffusion(_GeneratorDiffusion(task.diffusion, T))
+    gradient = core.CheckpointedBackprop(max_steps=n_steps)
 
-    def step(z, inputs):
-        j, db = inputs
-        s = T - j * h  # auxiliary time at the generator's step start
-        mu = jax.vmap(lambda x: task.drift(s, x))(z)
-        return z - h * mu + task.diffusion(s) * db, None
+    def one(z0, dw):
+        brownian = core.BrownianIncrements(dw, t1=T)
+        return core.solve_sde(field, diffusion, brownian, z0, gradient=gradient).ys[-1]
 
-    z, _ = jax.lax.scan(step, z, (jnp.arange(n_steps, dtype=z.dtype), noise))
-    return z
+    return jax.vmap(one, (0, 1))(z, noise)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .estimate import Estimate, importance_estimate
 from .integrand import Drift, Rate, Scalar, check_coefficients, integrand_on_paths
@@ -29,25 +29,84 @@ from .validation import check_function_shape
 if TYPE_CHECKING:
     from .paths import BasePaths
 
-__all__ = ["girsanov_expectation", "girsanov_log_weights"]
+__all__ = [
+    "drift_on_paths",
+    "girsanov_expectation",
+    "girsanov_log_weights",
+    "girsanov_step_terms",
+    "log_likelihood_ratio",
+]
 
 
-def _path_log_weight(
-    drift: Drift,
-    times: Float[Array, " k+1"],
-    path: Float[Array, "k+1 d"],
-    increments: Float[Array, "k d"],
-    sigma: Float[Array, ""] | Float[Array, " d"],
-) -> Float[Array, ""]:
-    theta = jax.vmap(drift)(times[:-1], path[:-1]) / sigma
-    dt = jnp.diff(times)
-    return jnp.sum(theta * increments) - 0.5 * jnp.sum(dt[:, None] * theta**2)
+def girsanov_step_terms(
+    theta: Float[Array, "*batch n_steps d"],
+    increments: Float[Array, "*batch n_steps d"],
+    dt: Float[ArrayLike, ""],
+) -> tuple[Float[Array, "*batch n_steps"], Float[Array, "*batch n_steps"]]:
+    """The two per-step terms of the Girsanov log-likelihood ratio: the Ito term
+    theta_k . dW_k and the compensator |theta_k|^2 dt / 2, with theta_k = mu(t_k, X_k) / sigma
+    at the left end of each step.
+
+    **Arguments:**
+
+    - `theta`: the drift over the volatility on the path, shape `(..., n_steps, d)`.
+    - `increments`: the Brownian increments dW_k, broadcastable to `theta`.
+    - `dt`: the step.
+
+    **Returns:**
+
+    `(ito, compensator)`, each of shape `(..., n_steps)`.
+    """
+    ito = jnp.sum(theta * increments, axis=-1)
+    compensator = 0.5 * dt * jnp.sum(theta**2, axis=-1)
+    return ito, compensator
 
 
-def _log_weights(drift: Drift, paths: BasePaths, positions) -> Float[Array, "m n_paths"]:
-    per_path = jax.vmap(_path_log_weight, (None, None, 0, 0, None))
-    per_point = jax.vmap(per_path, (None, None, 0, None, None))
-    return per_point(drift, paths.times, positions, paths.increments, paths.sigma)
+def log_likelihood_ratio(
+    theta: Float[Array, "*batch n_steps d"],
+    increments: Float[Array, "*batch n_steps d"],
+    dt: Float[ArrayLike, ""],
+    *,
+    martingale: bool = True,
+) -> Float[Array, "*batch"]:
+    """log w = sum_k theta_k . dW_k - 1/2 sum_k |theta_k|^2 dt: the (left-point, Ito)
+    Girsanov log-likelihood ratio of dX = mu dt + sigma dW against the driftless base
+    dY = sigma dW on one discretised path. Every estimator of the package that re-weights
+    base paths (`BasePaths.expectation`, the NGO's exact start, the generative ELBO) calls
+    this one function.
+
+    **Arguments:**
+
+    - `theta`, `increments`, `dt`: as for `girsanov_step_terms`.
+    - `martingale`: keep the zero-mean stochastic integral sum_k theta_k . dW_k; with
+        `False` only the compensator is returned (the generative ELBO's lower-variance
+        form).
+
+    **Returns:**
+
+    Shape `(...)`: the sum over steps.
+    """
+    ito, compensator = girsanov_step_terms(theta, increments, dt)
+    if not martingale:
+        return -jnp.sum(compensator, axis=-1)
+    return jnp.sum(ito - compensator, axis=-1)
+
+
+def drift_on_paths(
+    drift: Drift, paths: BasePaths
+) -> tuple[Float[Array, "m n_paths n_steps d"], Float[Array, ""]]:
+    """theta_k = drift(t_k, X_k) / sigma on every stored path (left end of each step) and
+    the step h: the per-step path features that the Girsanov weight and the NGO read."""
+    positions = paths.positions()[:, :, :-1]
+    times = paths.times[:-1]
+    along_path = jax.vmap(drift)
+    theta = jax.vmap(jax.vmap(lambda path: along_path(times, path)))(positions) / paths.sigma
+    return theta, paths.T / paths.n_steps
+
+
+def _log_weights(drift: Drift, paths: BasePaths) -> Float[Array, "m n_paths"]:
+    theta, h = drift_on_paths(drift, paths)
+    return log_likelihood_ratio(theta, paths.increments[None], h)
 
 
 def girsanov_log_weights(drift: Drift, paths: BasePaths) -> Float[Array, "m n_paths"]:
@@ -62,13 +121,14 @@ def girsanov_log_weights(drift: Drift, paths: BasePaths) -> Float[Array, "m n_pa
     **Returns:**
 
     `log w` of shape `(m, n_paths)`, with left-point (Ito) sums:
-    `sum_k (mu_k / sigma) . dW_k - 1/2 sum_k |mu_k / sigma|^2 dt`, mu_k = drift(t_k, X_k).
+    `sum_k (mu_k / sigma) . dW_k - 1/2 sum_k |mu_k / sigma|^2 dt`, mu_k = drift(t_k, X_k)
+    (`log_likelihood_ratio`).
     """
     d = paths.x.shape[1]
     t = jax.ShapeDtypeStruct((), paths.x.dtype)
     x = jax.ShapeDtypeStruct((d,), paths.x.dtype)
     check_function_shape("girsanov_log_weights", "drift", drift, (t, x), (d,), "`drift(t, x)`")
-    return _log_weights(drift, paths, paths.positions())
+    return _log_weights(drift, paths)
 
 
 @eqx.filter_jit
@@ -82,7 +142,6 @@ def girsanov_expectation(
     """The Girsanov estimate behind `BasePaths.expectation` (which documents it), without
     the degeneracy warning."""
     check_coefficients("BasePaths.expectation", drift, p0, rate, paths.x.shape[1], paths.x.dtype)
-    positions = paths.positions()
-    log_weights = _log_weights(drift, paths, positions)
-    values = integrand_on_paths(p0, rate, paths.times, positions)
+    log_weights = _log_weights(drift, paths)
+    values = integrand_on_paths(p0, rate, paths.times, paths.positions())
     return importance_estimate(values, log_weights, self_normalised=self_normalised)

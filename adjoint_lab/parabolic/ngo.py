@@ -27,6 +27,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .estimate import Estimate, importance_estimate
+from .girsanov import drift_on_paths, girsanov_step_terms
 from .integrand import Drift, Rate, Scalar, check_coefficients, integrand_on_paths
 from .paths import BasePaths
 
@@ -39,12 +40,8 @@ def path_features(
     drift: Drift, paths: BasePaths
 ) -> tuple[Float[Array, "m n_paths n_steps d"], Float[Array, ""]]:
     """theta_k = drift(t_k, X_k) / sigma on every stored path (left end of each step) and
-    the step h; with `paths.increments` these are the NGO's inputs."""
-    positions = paths.positions()[:, :, :-1]
-    times = paths.times[:-1]
-    along_path = jax.vmap(drift)
-    theta = jax.vmap(jax.vmap(lambda path: along_path(times, path)))(positions) / paths.sigma
-    return theta, paths.T / paths.n_steps
+    the step h; with `paths.increments` these are the NGO's inputs (`drift_on_paths`)."""
+    return drift_on_paths(drift, paths)
 
 
 class NeuralGirsanovOperator(eqx.Module):
@@ -123,8 +120,8 @@ class NeuralGirsanovOperator(eqx.Module):
         h: Float[Array, ""],
     ) -> Float[Array, "n_steps 2*d+3"]:
         root = jnp.sqrt(h)
-        ito = jnp.sum(theta * increments, axis=-1, keepdims=True)
-        compensator = 0.5 * h * jnp.sum(theta**2, axis=-1, keepdims=True)
+        ito, compensator = girsanov_step_terms(theta, increments, h)
+        ito, compensator = ito[:, None], compensator[:, None]
         step = jnp.broadcast_to(root, ito.shape)
         return jnp.concatenate([theta, increments / root, step, ito, compensator], axis=-1)
 

@@ -20,6 +20,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ..config.errors import require, require_at_least, require_positive
+from ..train import TrainState, train_step, value_and_grad_of
 from .drift_family import RandomBasisDrift, SineInitial, sample_coefficients
 from .girsanov import girsanov_expectation
 from .ngo import NeuralGirsanovOperator, ngo_expectation
@@ -56,17 +58,11 @@ class NGOTrainingConfig:
     clip_norm: float = 1.0
 
     def validate(self) -> None:
-        for name in ("n_steps", "n_paths", "n_target_paths", "n_tasks", "n_points", "steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < (2 if "paths" in name else 1):
-                raise ValueError(f"`NGOTrainingConfig({name}={value!r})`: must be a positive int.")
-        for name in ("T", "sigma", "learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(
-                    f"`NGOTrainingConfig({name}={getattr(self, name)!r})`: must be > 0."
-                )
-        if not self.x_low < self.x_high:
-            raise ValueError("`NGOTrainingConfig`: need `x_low < x_high`.")
+        """Raise `adjoint_lab.config.errors.ConfigError` (a `ValueError`) naming the field."""
+        require_at_least(self, 1, "n_steps", "n_tasks", "n_points", "steps")
+        require_at_least(self, 2, "n_paths", "n_target_paths", why=" (a standard error)")
+        require_positive(self, "T", "sigma", "learning_rate")
+        require(self.x_low < self.x_high, "x_high", self.x_high, f"must be > x_low = {self.x_low}")
 
 
 def _tasks(config: NGOTrainingConfig, d: int, key: PRNGKeyArray, dtype):
@@ -148,21 +144,19 @@ def train_ngo(
         optax.adamw(schedule, weight_decay=config.weight_decay),
     )
     params, static = eqx.partition(operator, eqx.is_inexact_array)
-    state = optimiser.init(params)
 
-    @jax.jit
-    def step(params, state, key):
-        def loss_fn(p):
-            return ngo_loss(eqx.combine(p, static), config, key)
+    def loss(params, batch, key):
+        del batch  # every step draws its own tasks and paths from `key`
+        return ngo_loss(eqx.combine(params, static), config, key)
 
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, state = optimiser.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    losses = np.empty(config.steps)
-    for i, k in enumerate(jax.random.split(key, config.steps)):
-        params, state, loss = step(params, state, k)
-        losses[i] = float(loss)
+    step = jax.jit(train_step(value_and_grad_of(loss), optimiser))
+    state = TrainState.create(params, optimiser)
+    losses = []
+    for k in jax.random.split(key, config.steps):
+        state, value, _ = step(state, None, k)
+        losses.append(value)
+    params = state.params
+    losses = np.asarray(jnp.stack(losses))  # one host transfer, not one per step
     if not np.all(np.isfinite(losses)):
         raise FloatingPointError(
             f"`train_ngo`: the loss became non-finite at step "

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .. import core
 from .estimate import Estimate, warn_if_degenerate
 from .girsanov import girsanov_expectation, girsanov_log_weights
 from .integrand import Drift, Rate, Scalar
@@ -100,15 +101,21 @@ class BasePaths(eqx.Module):
     def n_steps(self) -> int:
         return self.increments.shape[1]
 
+    def brownian(self, path: int | Array) -> core.BrownianIncrements:
+        """The Brownian path number `path` as a `core.BrownianIncrements` on [0, T], the
+        control that `core.solve_sde` (and so Euler-Maruyama) reads."""
+        return core.BrownianIncrements(self.increments[path], t0=0.0, t1=self.T)
+
     @property
     def times(self) -> Float[Array, " n_steps+1"]:
-        """The grid t_k = k T / n_steps, k = 0..n_steps."""
-        return self.T * jnp.arange(self.n_steps + 1, dtype=self.x.dtype) / self.n_steps
+        """The grid t_k = k T / n_steps, k = 0..n_steps (that of `core.BrownianIncrements`)."""
+        return self.brownian(0).times
 
     def positions(self) -> Float[Array, "m n_paths n_steps+1 d"]:
-        """The base paths X_k = x + sigma W_{t_k}, including X_0 = x."""
-        zero = jnp.zeros_like(self.increments[:, :1])
-        brownian = jnp.concatenate([zero, jnp.cumsum(self.increments, axis=1)], axis=1)
+        """The base paths X_k = x + sigma W_{t_k}, including X_0 = x: the exact solution of
+        dX = sigma dW on the stored Brownian paths."""
+        values = lambda dw: core.BrownianIncrements(dw, t1=self.T).values  # noqa: E731
+        brownian = jax.vmap(values)(self.increments)
         return self.x[:, None, None, :] + self.sigma * brownian[None]
 
     def log_weights(self, drift: Drift) -> Float[Array, "m n_paths"]:

@@ -18,8 +18,10 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
+
+from ..config.schema import OptimConfig
+from ..train import TrainState, make_optimizer, train_step, value_and_grad_of
 
 __all__ = ["AffineCoupling", "RealNVP", "fit_realnvp"]
 
@@ -156,17 +158,21 @@ def fit_realnvp(
     spec = jax.tree.map(eqx.is_inexact_array, flow)
     spec = eqx.tree_at(lambda f: (f.loc, f.log_scale), spec, replace=(False, False))
     params, static = eqx.partition(flow, spec)
-    optimiser = optax.adamw(learning_rate, weight_decay=weight_decay)
+    optimiser = make_optimizer(
+        OptimConfig(name="adamw", lr=learning_rate, weight_decay=weight_decay), steps
+    )
 
-    def loss(p):
-        return -jnp.mean(jax.vmap(eqx.combine(p, static).log_prob)(data))
+    def loss(p, batch, key):
+        del key  # full-batch and deterministic
+        return -jnp.mean(jax.vmap(eqx.combine(p, static).log_prob)(batch)), {}
 
-    def step(carry, _):
-        p, state = carry
-        value, grad = jax.value_and_grad(loss)(p)
-        updates, state = optimiser.update(grad, state, p)
-        return (optax.apply_updates(p, updates), state), value
+    step = train_step(value_and_grad_of(loss), optimiser)
+
+    def body(state, _):
+        state, value, _ = step(state, data, None)
+        return state, value
 
     # One scan: a single compile for the whole fit.
-    (params, _), losses = jax.lax.scan(step, (params, optimiser.init(params)), length=steps)
+    state, losses = jax.lax.scan(body, TrainState.create(params, optimiser), length=steps)
+    params = state.params
     return eqx.combine(params, static), losses

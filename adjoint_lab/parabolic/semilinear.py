@@ -37,6 +37,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from ..config.errors import require, require_at_least, require_positive
+from ..train import TrainState, train_step, value_and_grad_of
 from .paths import BasePaths, brownian_increments
 from .problems import AbstractColeHopfHJB, BlackScholesBarenblatt
 
@@ -187,11 +189,19 @@ class ZTrainingConfig:
     steps: int = 200
     learning_rate: float = 5e-3
 
+    def validate(self) -> None:
+        """Raise `adjoint_lab.config.errors.ConfigError` (a `ValueError`) naming the field."""
+        require_at_least(self, 1, "n_steps", "n_points", "steps")
+        require_at_least(self, 2, "n_paths", why=" (a path variance)")
+        require_positive(self, "T", "learning_rate")
+        require(self.x_low < self.x_high, "x_high", self.x_high, f"must be > x_low = {self.x_low}")
+
 
 def train_z_network(
     znet: ZNetwork, problem: AbstractSemilinearProblem, config: ZTrainingConfig, key: PRNGKeyArray
 ) -> tuple[ZNetwork, Float[np.ndarray, " steps"]]:
     """Minimise the mean over points of the path variance of S_0 (zero at Z = sigma grad p)."""
+    config.validate()
     d = znet.mlp.in_size - 1
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
@@ -204,25 +214,23 @@ def train_z_network(
         optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-5)
     )
     params, static = eqx.partition(znet, eqx.is_inexact_array)
-    state = optimiser.init(params)
 
-    def loss_fn(params, key):
+    def loss(params, batch, key):
+        del batch  # fresh points and paths from `key` every step
         kx, kp = jax.random.split(key)
         x = jax.random.uniform(kx, (config.n_points, d), minval=config.x_low, maxval=config.x_high)
         T = jnp.asarray(config.T, x.dtype)
         dw = brownian_increments(kp, config.n_paths, config.n_steps, d, T / config.n_steps, x.dtype)
         paths = BasePaths(x=x, increments=dw, T=T, sigma=jnp.asarray(problem.sigma, x.dtype))
         s0 = backward_values(eqx.combine(params, static), problem, paths)
-        return jnp.mean(jnp.var(s0, axis=1))
+        return jnp.mean(jnp.var(s0, axis=1)), {}
 
-    @jax.jit
-    def step(params, state, key):
-        loss, grads = jax.value_and_grad(loss_fn)(params, key)
-        updates, state = optimiser.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    losses = np.empty(config.steps)
-    for i, k in enumerate(jax.random.split(key, config.steps)):
-        params, state, loss = step(params, state, k)
-        losses[i] = float(loss)
+    step = jax.jit(train_step(value_and_grad_of(loss), optimiser))
+    state = TrainState.create(params, optimiser)
+    losses = []
+    for k in jax.random.split(key, config.steps):
+        state, value, _ = step(state, None, k)
+        losses.append(value)
+    params = state.params
+    losses = np.asarray(jnp.stack(losses))
     return eqx.combine(params, static), losses
