@@ -242,7 +242,8 @@ class MLflowTracker(AbstractTracker):
     - `experiment`: the experiment's name (created if missing).
     - `run_name`: the run's name; default the run directory's name.
     - `artifact_location`: where a newly created experiment stores artefacts; default
-      `<run_dir>/mlartifacts` for the default store, the server's choice otherwise.
+      `mlartifacts/` beside a SQLite file (`<run_dir>/mlartifacts` for the default store),
+      the store's choice otherwise.
     - `tags`: extra run tags.
     """
 
@@ -268,11 +269,19 @@ class MLflowTracker(AbstractTracker):
         self._client: Any = None
         self.run_id: str | None = None
 
-    def _uri(self, run_dir: Path) -> tuple[str, bool]:
+    def _uri(self, run_dir: Path) -> str:
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if uri:
-            return uri, False
-        return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}", True
+        return uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+
+    def _artifact_location(self, uri: str) -> str | None:
+        if self.artifact_location is not None:
+            return self.artifact_location
+        # A SQLite file keeps its artefacts beside it (MLflow's own default is `./mlruns` in
+        # the working directory); other stores choose for themselves.
+        if uri.startswith("sqlite:///") and ":memory:" not in uri:
+            database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+            return (database.parent / "mlartifacts").resolve().as_uri()
+        return None
 
     def start(
         self, run_dir: Path, params: Mapping[str, ParamValue], resume_step: int | None
@@ -281,7 +290,7 @@ class MLflowTracker(AbstractTracker):
         from mlflow.tracking import MlflowClient
 
         run_dir = Path(run_dir)
-        uri, local = self._uri(run_dir)
+        uri = self._uri(run_dir)
         client = MlflowClient(tracking_uri=uri)
         record = run_dir / _MLFLOW_RECORD
         run = None
@@ -302,11 +311,8 @@ class MLflowTracker(AbstractTracker):
             if found is not None:
                 experiment_id = found.experiment_id
             else:
-                location = self.artifact_location
-                if location is None and local:
-                    location = (run_dir / "mlartifacts").resolve().as_uri()
                 experiment_id = client.create_experiment(
-                    self.experiment, artifact_location=location
+                    self.experiment, artifact_location=self._artifact_location(uri)
                 )
             tags = {"adjoint_lab.run_dir": str(run_dir.resolve()), **self.tags}
             run = client.create_run(

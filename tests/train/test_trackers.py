@@ -161,6 +161,28 @@ def test_mlflow_resumed_run_appends_to_the_same_run(resumed_run):
     assert max(steps) == TRAIN.steps and len(steps) > len(interrupted["loss_steps"])
 
 
+def test_mlflow_store_given_by_uri_keeps_artefacts_beside_it(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow's own artefact default would be ./mlruns here
+    uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    (tmp_path / "shared").mkdir()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text("{}")
+    tracker = MLflowTracker(tracking_uri=uri, experiment="shared")
+    tracker.start(run_dir, {"optim.lr": 0.1}, None)
+    tracker.log_metrics({"loss": 2.0}, 3)
+    tracker.log_artifacts([run_dir / "results.json"], 3)
+    tracker.finish("finished")
+    run = MlflowClient(tracking_uri=uri).get_run(tracker.run_id)
+    assert run.data.metrics == {"loss": 2.0} and run.data.params == {"optim.lr": "0.1"}
+    assert (tmp_path / "shared" / "mlartifacts").is_dir()
+    assert list((tmp_path / "shared" / "mlartifacts").rglob("results.json"))
+    assert not (tmp_path / "mlruns").exists() and not (run_dir / "mlflow.db").exists()
+
+
 class _Recorder(AbstractTracker):
     def __init__(self):
         self.calls = []
