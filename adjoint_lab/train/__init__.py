@@ -1,4 +1,4 @@
-"""The shared training loop: state, optax, orbax checkpoints, metrics, plots, meshes."""
+"""The shared training loop: state, optax, orbax checkpoints, metrics, plots, meshes, trackers."""
 
 from .checkpoint import Checkpointer as Checkpointer
 from .errors import CheckpointError as CheckpointError
@@ -20,3 +20,8 @@ from .state import TrainState as TrainState
 from .step import train_step as train_step
 from .step import value_and_grad_of as value_and_grad_of
 from .task import Task as Task
+from .trackers import AbstractTracker as AbstractTracker
+from .trackers import MissingExtraError as MissingExtraError
+from .trackers import MLflowTracker as MLflowTracker
+from .trackers import TensorBoardTracker as TensorBoardTracker
+from .trackers import flatten_params as flatten_params

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from .metrics import MetricsLog, plot_curves, read_metrics
 from .state import TrainState
 from .step import train_step, value_and_grad_of
 from .task import Task
+from .trackers import AbstractTracker, ParamValue, _Trackers
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def fit(
     seed: int = 0,
     mesh: Mesh | None = None,
     meta: Mapping[str, Any] | None = None,
+    params: Mapping[str, ParamValue] | None = None,
+    trackers: Sequence[AbstractTracker] = (),
     on_step: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train `task` for `config.steps` steps, resuming from a checkpoint when there is one.
@@ -129,12 +132,53 @@ def fit(
     - `mesh`: when given, each batch is split over its `data` axis and the state replicated
       (or placed by `task.param_shardings`).
     - `meta`: JSON-able facts stored with every checkpoint (e.g. the config).
+    - `params`: the run's configuration as dotted keys to scalars (`flatten_params(config)`),
+      recorded by the trackers.
+    - `trackers`: where metrics, `params` and the artefacts go besides `metrics.jsonl`
+      (`TensorBoardTracker()`, `MLflowTracker()`, ...); only process 0 uses them, and a
+      resumed run continues each tracker's run.
     - `on_step`: called with the step number after each step (tests use it to interrupt).
 
     **Returns:** a `FitResult`. Raises `NonFiniteLossError` (after checkpointing the last good
     state) when the loss turns NaN or inf.
     """
-    run_dir = Path(run_dir)
+    # Trackers close their run on every way out: finished, failed, or interrupted.
+    tracking = _Trackers(trackers)
+    try:
+        result = _fit(
+            task,
+            optimizer,
+            config,
+            Path(run_dir),
+            seed,
+            mesh,
+            meta,
+            dict(params or {}),
+            on_step,
+            tracking,
+        )
+    except KeyboardInterrupt:
+        tracking.finish("killed")
+        raise
+    except BaseException:
+        tracking.finish("failed")
+        raise
+    tracking.finish("finished")
+    return result
+
+
+def _fit(
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    config: TrainConfig,
+    run_dir: Path,
+    seed: int,
+    mesh: Mesh | None,
+    meta: Mapping[str, Any] | None,
+    params: Mapping[str, ParamValue],
+    on_step: Callable[[int], None] | None,
+    tracking: _Trackers,
+) -> FitResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
     is_main = jax.process_index() == 0
@@ -143,6 +187,7 @@ def fit(
             task, optimizer, seed, checkpointer, config.resume, mesh
         )
         log = MetricsLog(run_dir / "metrics.jsonl", resume_step=resumed_from) if is_main else None
+        tracking.start(run_dir, params, resumed_from)
         step = _make_step(task, optimizer, seed)
         if mesh is None:
             step_fn = jax.jit(step, donate_argnums=(0, 1))
@@ -202,6 +247,7 @@ def fit(
                     record.update({f"eval_{k}": v for k, v in task.evaluate(state.params).items()})
                 if log is not None:
                     log.write(record)
+                tracking.log_metrics(record)
                 bar.set_postfix(loss=f"{loss_value:.4g}", it_s=f"{steps_per_sec:.1f}")
                 window_start, window_steps = now, 0
             bar.update(1)
@@ -240,4 +286,5 @@ def fit(
             "evaluation": evaluation,
         }
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        tracking.log_artifacts(run_dir, config.steps)
     return result
