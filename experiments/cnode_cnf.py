@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from adjoint_lab.cnode import count_parameters, data
-from adjoint_lab.cnode.flows import CNODEVelocity, NODEVelocity, log_likelihood
+from adjoint_lab.cnode.flows import CNODEVelocity, NODEVelocity, flow_integrator, log_likelihood
 from experiments import cnode_common as common
 from experiments.report import Report
 
@@ -38,8 +38,8 @@ PROFILES = {
     "cpu": {"iters": 600, "batch": 512, "grid": 70, "test": 4096},
     "gpu": {"iters": 1000, "batch": 1024, "grid": 120, "test": 8192},
 }
-TRAIN_TOL = diffrax.PIDController(rtol=1e-3, atol=1e-3)
-EVAL_TOL = diffrax.PIDController(rtol=1e-5, atol=1e-5)
+TRAIN_TOL = flow_integrator(diffrax.PIDController(rtol=1e-3, atol=1e-3))
+EVAL_TOL = flow_integrator(diffrax.PIDController(rtol=1e-5, atol=1e-5))
 
 
 def train(velocity: eqx.Module, iters: int, batch: int, lr: float = 1e-3):
@@ -51,7 +51,7 @@ def train(velocity: eqx.Module, iters: int, batch: int, lr: float = 1e-3):
     @jax.jit
     def step(params, opt_state, x):
         def loss(p):
-            log_p, nfe = log_likelihood(eqx.combine(p, static), x, controller=TRAIN_TOL)
+            log_p, nfe = log_likelihood(eqx.combine(p, static), x, integrator=TRAIN_TOL)
             return -jnp.mean(log_p), nfe
 
         (value, nfe), grads = jax.value_and_grad(loss, has_aux=True)(params)
@@ -92,11 +92,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         start = time.perf_counter()
         trained, losses, nfes = train(velocity, p["iters"], p["batch"])
         seconds = time.perf_counter() - start
-        log_p, nfe = eqx.filter_jit(lambda v, x: log_likelihood(v, x, controller=EVAL_TOL))(
+        log_p, nfe = eqx.filter_jit(lambda v, x: log_likelihood(v, x, integrator=EVAL_TOL))(
             trained, test
         )
         nll = float(-jnp.mean(log_p))
-        density = np.exp(np.asarray(log_likelihood(trained, grid, controller=EVAL_TOL)[0]))
+        density = np.exp(np.asarray(log_likelihood(trained, grid, integrator=EVAL_TOL)[0]))
         ax.imshow(
             density.reshape(p["grid"], p["grid"]),
             origin="lower",

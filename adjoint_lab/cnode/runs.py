@@ -19,10 +19,9 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int
 
-from ..core.ode import count_evaluations
+from ..core.ode import Integrator, count_evaluations
 from ..data import images as image_files
 from ._fields import BatchedField
-from ._integrator import Integrator
 from ._losses import cross_entropy
 from ._params import count_parameters
 from .configs import ClassificationData, ModelSpec, ODEModelConfig, Split, model_spec
@@ -224,7 +223,7 @@ def evaluation_counts(
     def loss(batched_field, model, x, y):
         xs = jnp.moveaxis(x, 1, -1) if images else x  # channels-last inside the models
         u0 = jax.vmap(model.initial)(xs)
-        sol = model.integrator(batched_field, u0, xs)
+        sol = model.integrator.solve(batched_field, 0.0, 1.0, u0, xs)
         return cross_entropy(jax.vmap(model.head)(sol.ys[-1]), y)
 
     counts = count_evaluations(loss, BatchedField(model.field), model, x, jnp.asarray(y))

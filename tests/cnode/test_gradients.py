@@ -57,9 +57,8 @@ def test_characteristic_flow_input_gradient_matches_finite_differences():
     jacobian = lambda u: jnp.array([[jnp.tanh(u[0]), 1.0], [u[1], -0.5]])
 
     def loss(z):
-        u1 = cnode.characteristic_flow(
-            direction, jacobian, z, controller=diffrax.ConstantStepSize(), dt0=0.1
-        )
+        constant = cnode.Integrator(controller=diffrax.ConstantStepSize(), dt0=0.1)
+        u1 = cnode.characteristic_flow(direction, jacobian, z, integrator=constant)
         return jnp.sum(u1**2)
 
     z = jnp.array([0.3, -0.8])
