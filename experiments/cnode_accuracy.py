@@ -24,7 +24,7 @@ import numpy as np
 from adjoint_lab.cnode import MODELS, PAPER_ARCHITECTURES, runs
 from adjoint_lab.cnode.configs import ImageFilesDataConfig, ModelSpec, load_classification
 from adjoint_lab.cnode.runs import TrainSettings
-from adjoint_lab.config.errors import ConfigError
+from adjoint_lab.config import ConfigError
 from experiments import cnode_common as common
 from experiments.report import Report
 
@@ -100,6 +100,7 @@ def _row(
         "dataset": dataset,
         "model": name,
         "width": spec.kwargs["width"],
+        "seeds": [r.seed for r in results],
         "test_accuracy": tests,
         "val_accuracy": vals,
         "nfe_forward": forward,
@@ -200,12 +201,21 @@ def _write(report, intro, rows, raw, missing, pending, n_seeds) -> Path:
     report.data["runs"] = raw
     by_model = {e["model"]: e for e in raw if e["dataset"] == "digits"}
     if "cnode" in by_model and "node" in by_model:
-        c = np.mean(by_model["cnode"]["test_accuracy"]) * 100
-        n = np.mean(by_model["node"]["test_accuracy"]) * 100
-        verdict = "holds" if c >= n else "does NOT hold"
+        c, n = (by_model[m] for m in ("cnode", "node"))
+        comparison = common.paired(
+            dict(zip(c["seeds"], c["test_accuracy"], strict=True)),
+            dict(zip(n["seeds"], n["test_accuracy"], strict=True)),
+        )
+        report.data["paired_cnode_minus_node"] = comparison
+        means = np.mean(c["test_accuracy"]) * 100, np.mean(n["test_accuracy"]) * 100
+        # The target holds when C-NODE is ahead on average; the paired t says how clearly.
+        ahead = comparison["mean"] is not None and comparison["mean"] >= 0
+        verdict = "holds" if ahead else "does NOT hold"
         report.text(
             f'Target "digits: C-NODE test accuracy ≥ NODE\'s" {verdict} in this run: '
-            f"C-NODE {c:.2f} % vs NODE {n:.2f} % (means over {n_seeds} seeds)."
+            f"C-NODE {means[0]:.2f} % vs NODE {means[1]:.2f} % (means over {n_seeds} seeds). "
+            + common.describe_paired(comparison, "Paired by seed, C-NODE − NODE")
+            + "."
         )
     if missing:
         report.section("Real data sets")

@@ -22,10 +22,11 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
 from adjoint_lab.cnode import count_parameters, data
-from adjoint_lab.cnode.flows import CNODEVelocity, NODEVelocity, log_likelihood
+from adjoint_lab.cnode.flows import CNODEVelocity, NODEVelocity, flow_integrator, log_likelihood
+from adjoint_lab.config import OptimConfig
+from adjoint_lab.train import TrainState, make_optimizer, train_step, value_and_grad_of
 from experiments import cnode_common as common
 from experiments.report import Report
 
@@ -38,33 +39,28 @@ PROFILES = {
     "cpu": {"iters": 600, "batch": 512, "grid": 70, "test": 4096},
     "gpu": {"iters": 1000, "batch": 1024, "grid": 120, "test": 8192},
 }
-TRAIN_TOL = diffrax.PIDController(rtol=1e-3, atol=1e-3)
-EVAL_TOL = diffrax.PIDController(rtol=1e-5, atol=1e-5)
+TRAIN_TOL = flow_integrator(diffrax.PIDController(rtol=1e-3, atol=1e-3))
+EVAL_TOL = flow_integrator(diffrax.PIDController(rtol=1e-5, atol=1e-5))
 
 
 def train(velocity: eqx.Module, iters: int, batch: int, lr: float = 1e-3):
     """Adam on the mean negative log-likelihood of fresh samples; returns model and curve."""
     params, static = eqx.partition(velocity, eqx.is_inexact_array)
-    optimizer = optax.adam(lr)
-    opt_state = optimizer.init(params)
+    optimizer = make_optimizer(OptimConfig(name="adam", lr=lr), iters)
 
-    @jax.jit
-    def step(params, opt_state, x):
-        def loss(p):
-            log_p, nfe = log_likelihood(eqx.combine(p, static), x, controller=TRAIN_TOL)
-            return -jnp.mean(log_p), nfe
+    def loss(params, x, key):
+        log_p, nfe = log_likelihood(eqx.combine(params, static), x, integrator=TRAIN_TOL)
+        return -jnp.mean(log_p), {"nfe": nfe}
 
-        (value, nfe), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value, nfe
-
+    step = jax.jit(train_step(value_and_grad_of(loss), optimizer))
+    state, key = TrainState.create(params, optimizer), jax.random.PRNGKey(0)
     losses, nfes = [], []
     for i in range(iters):
         x = jnp.asarray(data.two_circles(batch, seed=1000 + i))
-        params, opt_state, value, nfe = step(params, opt_state, x)
+        state, value, metrics = step(state, x, key)
         losses.append(float(value))
-        nfes.append(int(nfe))
-    return eqx.combine(params, static), losses, nfes
+        nfes.append(int(metrics["nfe"]))
+    return eqx.combine(state.params, static), losses, nfes
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -92,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         start = time.perf_counter()
         trained, losses, nfes = train(velocity, p["iters"], p["batch"])
         seconds = time.perf_counter() - start
-        log_p, nfe = eqx.filter_jit(lambda v, x: log_likelihood(v, x, controller=EVAL_TOL))(
+        log_p, nfe = eqx.filter_jit(lambda v, x: log_likelihood(v, x, integrator=EVAL_TOL))(
             trained, test
         )
         nll = float(-jnp.mean(log_p))
-        density = np.exp(np.asarray(log_likelihood(trained, grid, controller=EVAL_TOL)[0]))
+        density = np.exp(np.asarray(log_likelihood(trained, grid, integrator=EVAL_TOL)[0]))
         ax.imshow(
             density.reshape(p["grid"], p["grid"]),
             origin="lower",

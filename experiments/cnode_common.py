@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import diffrax
 import numpy as np
+import scipy.stats
 
 from adjoint_lab.cnode import Integrator
 from adjoint_lab.core import CheckpointedBackprop
@@ -98,6 +99,52 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
     if len(v) == 1:
         return f"{v[0]:.{digits}f}"
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def paired(
+    treated: dict[int, float], baseline: dict[int, float], scale: float = 100.0
+) -> dict[str, object]:
+    """The paired comparison of two models trained on the same seeds: treated - baseline.
+
+    A seed fixes the data order (and the split), so the per-seed differences remove the
+    seed's share of the spread; the comparison is their mean against their standard error.
+
+    **Arguments:**
+
+    - `treated`, `baseline`: `{seed: value}` (e.g. test accuracy); only common seeds count.
+    - `scale`: multiplies the values (100: accuracies in %).
+
+    **Returns:**
+
+    `{"seeds", "differences", "mean", "std", "n", "t", "p"}`: the per-seed differences,
+    their mean and sample std, the paired t statistic mean / (std / sqrt(n)) and its
+    two-sided p-value on n - 1 degrees of freedom (t and p are None for fewer than two
+    seeds or a zero std).
+    """
+    seeds = sorted(set(treated) & set(baseline))
+    diff = np.array([treated[s] - baseline[s] for s in seeds], float) * scale
+    n = len(seeds)
+    std = float(diff.std(ddof=1)) if n > 1 else None
+    t = float(diff.mean() / (std / np.sqrt(n))) if std else None
+    return {
+        "seeds": seeds,
+        "differences": diff.tolist(),
+        "mean": float(diff.mean()) if n else None,
+        "std": std,
+        "n": n,
+        "t": t,
+        "p": None if t is None else float(2 * scipy.stats.t.sf(abs(t), n - 1)),
+    }
+
+
+def describe_paired(comparison: dict[str, object], what: str) -> str:
+    """One line for a report: `what`: mean ± std per seed, t over n seeds."""
+    n, mean, std, t, p = (comparison[k] for k in ("n", "mean", "std", "t", "p"))
+    if not n:
+        return f"{what}: no common seeds."
+    spread = "" if std is None else f" ± {std:.2f}"
+    stat = "t undefined" if t is None else f"paired t = {t:.2f}, two-sided p = {p:.2g}"
+    return f"{what}: {mean:+.2f}{spread} points per seed ({stat}, {n} seeds)"
 
 
 def reference(pair: tuple[float, float] | None) -> str:

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
-from adjoint_lab.cnode import CNODE, NODE, CharacteristicField, Integrator, data
-from adjoint_lab.cnode._fields import BatchedField
+from adjoint_lab.cnode import CNODE, NODE, BatchedField, CharacteristicField, Integrator, data
+from adjoint_lab.config import OptimConfig
 from adjoint_lab.core import CheckpointedBackprop, solve
+from adjoint_lab.train import TrainState, make_optimizer, train_step, value_and_grad_of
 from experiments import cnode_common as common
 from experiments.report import Report
 
@@ -65,42 +65,25 @@ def train(model: eqx.Module, steps: int) -> tuple[eqx.Module, list[float]]:
     """Adam (lr 1e-2, warm-up then cosine) on the mean squared error of the two points."""
     inputs, targets = data.crossing_map()
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    optimizer = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 1e-2, 10, steps))
-    opt_state = optimizer.init(params)
+    config = OptimConfig(name="adam", lr=1e-2, schedule="warmup_cosine", warmup_steps=10)
+    optimizer = make_optimizer(config, steps)
 
-    @jax.jit
-    def step(params, opt_state):
-        def loss(p):
-            return jnp.mean((eqx.combine(p, static)(inputs) - targets) ** 2)
+    def loss(params, batch, key):
+        x, y = batch
+        return jnp.mean((eqx.combine(params, static)(x) - y) ** 2), {}
 
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    losses = []
+    step = jax.jit(train_step(value_and_grad_of(loss), optimizer))
+    state, key, losses = TrainState.create(params, optimizer), jax.random.PRNGKey(0), []
     for _ in range(steps):
-        params, opt_state, value = step(params, opt_state)
+        state, value, _ = step(state, (inputs, targets), key)
         losses.append(float(value))
-    return eqx.combine(params, static), losses
+    return eqx.combine(state.params, static), losses
 
 
 def trajectories(model: eqx.Module, starts: np.ndarray) -> np.ndarray:
     """The model's U(s) on `S` from each start (the whole set is one solve)."""
     x = jnp.asarray(starts, jnp.float32)[:, None]
-    integ = model.integrator
-    sol = solve(
-        BatchedField(model.field),
-        0.0,
-        1.0,
-        jax.vmap(model.initial)(x),
-        x,
-        solver=integ.solver,
-        controller=integ.controller,
-        dt0=integ.dt0,
-        gradient=integ.gradient,
-        ts=jnp.asarray(S),
-    )
-    return np.asarray(jax.vmap(jax.vmap(model.head))(sol.ys))[..., 0]
+    return np.asarray(model.trajectory(x, jnp.asarray(S)))[..., 0]
 
 
 def build_models(key: jax.Array) -> dict[str, eqx.Module]:

@@ -31,6 +31,10 @@ PROFILES = {
 }
 
 
+def describe(comparison: dict) -> str:
+    return common.describe_paired(comparison, f"k = {comparison['k']}")
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = common.base_parser(__doc__.splitlines()[0], PROFILES).parse_args(argv)
@@ -50,7 +54,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         tests = [r.test_accuracy for r in results]
         params = runs.parameter_count(spec)
         rows.append([k, spec.kwargs["width"], params, common.mean_std(tests)])
-        raw.append({"k": k, "width": spec.kwargs["width"], "params": params, "test": tests})
+        raw.append(
+            {
+                "k": k,
+                "width": spec.kwargs["width"],
+                "params": params,
+                "seeds": [r.seed for r in results],
+                "test": tests,
+            }
+        )
         print(rows[-1], flush=True)
     report.text(
         f"Profile `{args.profile}`: {len(seeds)} seeds, ~{profile['budget']:,} parameters for "
@@ -58,6 +70,20 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
     report.table(["k", "block width", "params", "test acc %"], rows, key="rows")
     report.data["runs"] = raw
+    # Paired by seed against the smallest k: does adding directions help seed for seed?
+    base = dict(zip(raw[0]["seeds"], raw[0]["test"], strict=True))
+    comparisons = [
+        {"k": r["k"], **common.paired(dict(zip(r["seeds"], r["test"], strict=True)), base)}
+        for r in raw[1:]
+    ]
+    report.data["paired"] = comparisons
+    if comparisons:
+        report.text(
+            "Paired by seed against k = "
+            f"{raw[0]['k']} (test accuracy, points; t = mean / (std / √n)): "
+            + "; ".join(describe(c) for c in comparisons)
+            + "."
+        )
     fig, (ours, theirs) = plt.subplots(1, 2, figsize=(10, 3.6))
     ks = [r["k"] for r in raw]
     means = [100 * np.mean(r["test"]) for r in raw]

@@ -37,6 +37,24 @@ PROFILES = {
 MODELS = {"cnode": "C-NODE", "node": "NODE"}
 
 
+def paired_by_budget(raw: list[dict], budgets: list[int]) -> list[dict]:
+    """C-NODE − NODE test accuracy per seed at each budget (`cnode_common.paired`)."""
+    out = []
+    for budget in budgets:
+        by = {
+            r["model"]: dict(zip(r["seeds"], r["test"], strict=True))
+            for r in raw
+            if r["budget"] == budget
+        }
+        if "cnode" in by and "node" in by:
+            out.append({"budget": budget, **common.paired(by["cnode"], by["node"])})
+    return out
+
+
+def _round(value: float | None) -> float | str:
+    return "—" if value is None else float(f"{value:.3g}")
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = common.base_parser(__doc__.splitlines()[0], PROFILES).parse_args(argv)
@@ -60,7 +78,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
             tests = [r.test_accuracy for r in results]
             params = runs.parameter_count(spec)
             rows.append([MODELS[name], spec.kwargs["width"], params, common.mean_std(tests)])
-            raw.append({"model": name, "params": params, "test": tests})
+            raw.append(
+                {
+                    "model": name,
+                    "budget": budget,
+                    "params": params,
+                    "seeds": [r.seed for r in results],
+                    "test": tests,
+                }
+            )
             print(rows[-1], flush=True)
     report.text(
         f"Profile `{args.profile}`: {len(seeds)} seeds, {settings.epochs} epochs, Dopri5 1e-3; "
@@ -68,6 +94,20 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
     report.table(["model", "width", "params", "test acc %"], rows, key="rows")
     report.data["runs"] = raw
+    comparisons = paired_by_budget(raw, profile["budgets"])
+    report.text(
+        "Paired by seed (same data order): C-NODE − NODE test accuracy per seed, in points; "
+        "t = mean / (std / √n) and its two-sided p on n − 1 degrees of freedom."
+    )
+    report.table(
+        ["budget", "C-NODE − NODE (mean)", "std", "paired t", "p", "seeds"],
+        [
+            [c["budget"], *(_round(c[k]) for k in ("mean", "std", "t", "p")), c["n"]]
+            for c in comparisons
+        ],
+        key="paired_rows",
+    )
+    report.data["paired"] = comparisons
     fig, (ours, theirs) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, label in MODELS.items():
         mine = [r for r in raw if r["model"] == name]

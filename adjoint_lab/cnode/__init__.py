@@ -3,20 +3,21 @@
 C-NODE models latent dynamics along the characteristics of a learned first-order PDE:
 dU/ds = sum_j a_j(s, z) T^(j)(U), s in [0, 1], U(0) from the input z. Here: the map itself
 (`characteristic_flow`); equinox classifiers for C-NODE and the NODE / ANODE / IL-NODE /
-second-order baselines and their C-versions (images in the authors' layouts, or vectors), each
-with an `Integrator` (solver, step control, gradient method); parameter counts and matching;
+second-order baselines and their C-versions (images in the authors' layouts, or vectors): one
+`ODEClassifier` (initial map, latent field, head, and an `adjoint_lab.core.Integrator`) and a
+factory per model name (`CNODE`, `NODE`, ...); parameter counts and matching;
 the losses; and the synthetic data sets (`adjoint_lab.cnode.data`). Every ODE solve goes
 through `adjoint_lab.core.solve`. The experiment tasks (`adjoint_lab.cnode.tasks`) are built
 from configs and are not re-exported here.
 """
 
 from . import data as data
+from ._fields import AbstractLatentField as AbstractLatentField
 from ._fields import AutonomousField as AutonomousField
 from ._fields import BatchedField as BatchedField
 from ._fields import CharacteristicField as CharacteristicField
 from ._fields import SecondOrderField as SecondOrderField
 from ._flow import characteristic_flow as characteristic_flow
-from ._integrator import Integrator as Integrator
 from ._losses import accuracy as accuracy
 from ._losses import cross_entropy as cross_entropy
 from ._losses import double_softmax_cross_entropy as double_softmax_cross_entropy
@@ -29,7 +30,8 @@ from ._models import ILANODE as ILANODE
 from ._models import ILNODE as ILNODE
 from ._models import NODE as NODE
 from ._models import SONODE as SONODE
-from ._models import AbstractODEClassifier as AbstractODEClassifier
+from ._models import Integrator as Integrator
+from ._models import ODEClassifier as ODEClassifier
 from ._params import MODELS as MODELS
 from ._params import PAPER_ARCHITECTURES as PAPER_ARCHITECTURES
 from ._params import count_parameters as count_parameters

@@ -7,6 +7,7 @@ does: one step-size sequence for the batch, chosen by the error norm over all of
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import equinox as eqx
@@ -14,10 +15,30 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Real
 
-__all__ = ["AutonomousField", "BatchedField", "CharacteristicField", "SecondOrderField"]
+__all__ = [
+    "AbstractLatentField",
+    "AutonomousField",
+    "BatchedField",
+    "CharacteristicField",
+    "SecondOrderField",
+]
 
 
-class CharacteristicField(eqx.Module):
+class AbstractLatentField(eqx.Module):
+    """A latent vector field `field(s, u, z) -> du/ds`: the dynamics of an `ODEClassifier`.
+
+    `u` is the state of one example (or of a batch, for `BatchedField`) and `z` its input;
+    the final subclasses are the dynamics of the model family: `AutonomousField` (NODE,
+    ANODE, IL-NODE), `CharacteristicField` (C-NODE) and `SecondOrderField` (SONODE). Any
+    subclass can be the `field` of an `adjoint_lab.cnode.ODEClassifier`.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, s: Real[Array, ""], u: Array, z: Array) -> Array:
+        """du/ds at time `s` for the state `u` of the input `z`."""
+
+
+class CharacteristicField(AbstractLatentField):
     """dU/ds = T(U) a(s, z) = sum_j a_j(s, z) T^(j)(U): the C-NODE field.
 
     Along a characteristic curve x(s) of a first-order PDE whose solution is u, the value
@@ -46,7 +67,7 @@ class CharacteristicField(eqx.Module):
         return jnp.tensordot(self.jacobian(u), a, axes=1)
 
 
-class AutonomousField(eqx.Module):
+class AutonomousField(AbstractLatentField):
     """dU/ds = f(U): a neural ODE whose field sees neither s nor the input (NODE, ANODE, IL-NODE).
 
     **Arguments:**
@@ -60,7 +81,7 @@ class AutonomousField(eqx.Module):
         return self.net(u)
 
 
-class SecondOrderField(eqx.Module):
+class SecondOrderField(AbstractLatentField):
     """dx/ds = v, dv/ds = f(x, v) on the state u = concat(x, v) along the last axis.
 
     The second-order neural ODE of Massaroli et al. (Dissecting Neural ODEs, NeurIPS 2020),
@@ -79,7 +100,7 @@ class SecondOrderField(eqx.Module):
         return jnp.concatenate([v, self.net(u)], axis=-1)
 
 
-class BatchedField(eqx.Module):
+class BatchedField(AbstractLatentField):
     """A per-example field mapped over the leading (batch) axis of the state and the input.
 
     **Arguments:**

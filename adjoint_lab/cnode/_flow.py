@@ -9,15 +9,19 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Real
 
-from ..core.gradients import AbstractGradientMethod, CheckpointedBackprop
-from ..core.ode import solve
+from ..core.gradients import CheckpointedBackprop
+from ..core.ode import Integrator
 from ._fields import CharacteristicField
 
 __all__ = ["characteristic_flow"]
 
-_TSIT5 = diffrax.Tsit5()
-_PID = diffrax.PIDController(rtol=1e-6, atol=1e-8)
-_CHECKPOINTED = CheckpointedBackprop(max_steps=1024)
+# Tight by default: the flow is a building block, checked against closed forms.
+_INTEGRATOR = Integrator(
+    solver=diffrax.Tsit5(),
+    controller=diffrax.PIDController(rtol=1e-6, atol=1e-8),
+    dt0=0.1,
+    gradient=CheckpointedBackprop(max_steps=1024),
+)
 
 
 def characteristic_flow(
@@ -25,10 +29,7 @@ def characteristic_flow(
     jacobian: Callable[[Float[Array, " n"]], Float[Array, "n k"]],
     z: Float[ArrayLike, " n"],
     *,
-    solver: diffrax.AbstractSolver = _TSIT5,
-    controller: diffrax.AbstractStepSizeController = _PID,
-    dt0: float | None = 0.1,
-    gradient: AbstractGradientMethod = _CHECKPOINTED,
+    integrator: Integrator = _INTEGRATOR,
 ) -> Float[Array, " n"]:
     """Integrate dU/ds = jacobian(U) @ direction(s, z) from s = 0 to s = 1 with U(0) = z.
 
@@ -39,22 +40,18 @@ def characteristic_flow(
     trajectories of different inputs may cross, which no ODE in U alone allows: with
     n = k = 1, `direction(s, z) = -2 z` and `jacobian(u) = [[1]]`, the map sends z to -z.
 
-    The solve goes through `adjoint_lab.core.solve`. Works under `jax.jit`, `jax.vmap`
-    (over `z`) and `jax.grad` (with respect to `z` and, for gradient methods other than
-    `BacksolveAdjoint`, arrays the functions close over; with `BacksolveAdjoint`, pass
-    equinox modules, whose arrays are differentiated).
+    The solve goes through `integrator` (an `adjoint_lab.core.Integrator`). Works under
+    `jax.jit`, `jax.vmap` (over `z`) and `jax.grad` (with respect to `z` and, for gradient
+    methods other than `BacksolveAdjoint`, arrays the functions close over; with
+    `BacksolveAdjoint`, pass equinox modules, whose arrays are differentiated).
 
     **Arguments:**
 
     - `direction`: `direction(s, z) -> [k]`, the characteristic velocity a(s, z).
     - `jacobian`: `jacobian(u) -> [n, k]`, the learned Jacobian T(u).
     - `z`: the input, shape `[n]`; also the initial state U(0).
-    - `solver`: a `diffrax.AbstractSolver`, default `diffrax.Tsit5()`.
-    - `controller`: a `diffrax.AbstractStepSizeController`, default
-        `diffrax.PIDController(rtol=1e-6, atol=1e-8)`; `diffrax.ConstantStepSize()` takes
-        constant steps of `dt0`.
-    - `dt0`: the (initial) step size, default 0.1.
-    - `gradient`: an `adjoint_lab.core.AbstractGradientMethod`, default
+    - `integrator`: an `adjoint_lab.core.Integrator`; default Tsit5 with
+        `diffrax.PIDController(rtol=1e-6, atol=1e-8)`, dt0 = 0.1 and
         `CheckpointedBackprop(max_steps=1024)`.
 
     **Returns:**
@@ -91,18 +88,12 @@ def characteristic_flow(
             f"[{n}, {k}] matrix (n = len(z), k = len(direction(s, z))); got {_shape(t)}."
         )
     field = CharacteristicField(direction, jacobian)
-    sol = solve(
-        field,
-        0.0,
-        1.0,
-        z,
-        z,
-        solver=solver,
-        controller=controller,
-        dt0=dt0,
-        gradient=gradient,
-    )
-    return sol.ys[-1]
+    if not isinstance(integrator, Integrator):
+        raise TypeError(
+            f"`characteristic_flow(integrator={integrator!r})`: `integrator` must be an "
+            "`adjoint_lab.core.Integrator(solver, controller, dt0, gradient)`."
+        )
+    return integrator.solve(field, 0.0, 1.0, z, z).ys[-1]
 
 
 def _shape(x: object) -> str:

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from ._integrator import Integrator
+from ..core.ode import Integrator
 from ._models import (
     ANODE,
     CANODE,
@@ -28,6 +28,7 @@ from ._models import (
     ILNODE,
     NODE,
     SONODE,
+    ODEClassifier,
 )
 
 __all__ = [
@@ -40,7 +41,8 @@ __all__ = [
     "paper_parameter_counts",
 ]
 
-MODELS: dict[str, type[eqx.Module]] = {
+# The factory of each model name of the configs.
+MODELS: dict[str, Callable[..., ODEClassifier]] = {
     "node": NODE,
     "anode": ANODE,
     "ilnode": ILNODE,
@@ -152,7 +154,7 @@ def paper_model(
     num_classes: int = 10,
     integrator: Integrator | None = None,
     key: PRNGKeyArray,
-) -> eqx.Module:
+) -> ODEClassifier:
     """One of the authors' image models, with their widths (`PAPER_ARCHITECTURES`).
 
     **Arguments:**
@@ -160,7 +162,7 @@ def paper_model(
     - `name`: one of `MODELS` (`"cnode"`, `"node"`, `"anode"`, ...).
     - `dataset`: `"mnist"`, `"svhn"` or `"cifar10"`.
     - `num_classes`: the number of logits.
-    - `integrator`: the solve; default `Integrator()`.
+    - `integrator`: an `adjoint_lab.core.Integrator`; default `adjoint_lab.cnode.Integrator()`.
     - `key`: a `jax.random.PRNGKey`.
 
     **Returns:**

@@ -26,10 +26,11 @@ from ..config.errors import (
     require_positive,
 )
 from ..config.schema import ExperimentConfig
+from ..core.ode import Integrator
 from ..train.task import Task
 from . import data as synthetic
 from ._params import count_parameters
-from .flows import CNODEVelocity, NODEVelocity, log_likelihood
+from .flows import CNODEVelocity, NODEVelocity, flow_integrator, log_likelihood
 
 __all__ = ["CNF_SCHEMAS", "CNFModelConfig", "TwoCirclesConfig", "build_cnf"]
 
@@ -85,15 +86,33 @@ def _velocity(model: CNFModelConfig, key: jax.Array) -> eqx.Module:
     return NODEVelocity(width=68 if model.width is None else model.width, key=key)
 
 
-def build_cnf(config: ExperimentConfig) -> Task:
+def build_cnf(config: ExperimentConfig, integrator: Integrator | None = None) -> Task:
+    """The flow task of `config` (`task: cnode_cnf`).
+
+    **Arguments:**
+
+    - `config`: the experiment config.
+    - `integrator`: the training solve; `None` builds it from the config's `solver` and
+        `gradient` sections, with dt0 = horizon / 10.
+
+    **Returns:**
+
+    The `adjoint_lab.train.Task`.
+    """
     model: CNFModelConfig = config.model
     data: TwoCirclesConfig = config.data
     if not isinstance(model, CNFModelConfig) or not isinstance(data, TwoCirclesConfig):
         raise ConfigError(
             "model", type(model).__name__, "cnode_cnf takes model=cnf data=two_circles"
         )
-    setup = build_solver(config.solver)
-    gradient = build_gradient(config.gradient)
+    if integrator is None:
+        setup = build_solver(config.solver)
+        integrator = flow_integrator(
+            setup.controller,
+            horizon=model.horizon,
+            solver=setup.solver,
+            gradient=build_gradient(config.gradient),
+        )
     _, static = eqx.partition(_velocity(model, jax.random.PRNGKey(0)), eqx.is_inexact_array)
     batch_size = config.train.batch_size
 
@@ -107,18 +126,18 @@ def build_cnf(config: ExperimentConfig) -> Task:
         return sample(batch_size, seed=config.seed * 1_000_003 + step + 1)
 
     def loss(params, x, key):
-        log_p, nfe = log_likelihood(
-            eqx.combine(params, static), x, horizon=model.horizon, solver=setup.solver,
-            controller=setup.controller, gradient=gradient,
-        )  # fmt: skip
+        velocity = eqx.combine(params, static)
+        log_p, nfe = log_likelihood(velocity, x, horizon=model.horizon, integrator=integrator)
         return -jnp.mean(log_p), {"nfe": nfe}
 
-    tight = diffrax.PIDController(rtol=data.eval_rtol, atol=data.eval_rtol)
+    tight = flow_integrator(
+        diffrax.PIDController(rtol=data.eval_rtol, atol=data.eval_rtol), horizon=model.horizon
+    )
 
     @eqx.filter_jit
     def log_density(params, x):
         velocity = eqx.combine(params, static)
-        return log_likelihood(velocity, x, horizon=model.horizon, controller=tight)
+        return log_likelihood(velocity, x, horizon=model.horizon, integrator=tight)
 
     test = jnp.asarray(sample(data.test_size, seed=2**31 - 1))  # never a training seed
 

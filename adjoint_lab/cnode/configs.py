@@ -8,6 +8,7 @@ Nothing below this module sees a model's name as a string.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,9 +18,9 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from ..config.errors import ConfigError, require
+from ..core.ode import Integrator
 from ..data import images as image_files
 from . import data as synthetic
-from ._integrator import Integrator
 from ._layers import STYLES
 from ._losses import cross_entropy, double_softmax_cross_entropy
 from ._params import MODELS, matched_width
@@ -100,15 +101,15 @@ class ODEModelConfig:
 
 
 class ModelSpec(NamedTuple):
-    """A model class and all its constructor arguments but the key: `make(key)` builds it."""
+    """A model factory and all its arguments but the key: `make(key)` builds the model."""
 
-    cls: type
+    factory: Callable[..., Any]
     input_shape: tuple[int, ...]
     num_classes: int | None
     kwargs: dict[str, Any]
 
     def make(self, key: PRNGKeyArray) -> Any:
-        return self.cls(self.input_shape, self.num_classes, key=key, **self.kwargs)
+        return self.factory(self.input_shape, self.num_classes, key=key, **self.kwargs)
 
 
 def model_spec(
@@ -118,7 +119,7 @@ def model_spec(
     integrator: Integrator,
 ) -> ModelSpec:
     """The model of `config` for this data, its width resolved from the budget if needed."""
-    cls = MODELS[config.name]
+    factory = MODELS[config.name]
     options = {
         "k": config.k,
         "path_width": config.path_width,
@@ -129,9 +130,9 @@ def model_spec(
         "pool": min(config.pool, *input_shape[1:]) if len(input_shape) == 3 else config.pool,
         "integrator": integrator,
     }
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = inspect.signature(factory).parameters
     kwargs = {name: value for name, value in options.items() if name in accepted}
-    spec = ModelSpec(cls, tuple(input_shape), num_classes, {**kwargs, "width": config.width})
+    spec = ModelSpec(factory, tuple(input_shape), num_classes, {**kwargs, "width": config.width})
     if config.width is None:
         key = jax.random.PRNGKey(0)
 

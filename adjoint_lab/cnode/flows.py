@@ -16,13 +16,40 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..core.gradients import AbstractGradientMethod, CheckpointedBackprop
-from ..core.ode import solve
+from ..core.ode import Integrator
 
-__all__ = ["CNODEVelocity", "NODEVelocity", "log_likelihood"]
+__all__ = ["CNODEVelocity", "NODEVelocity", "flow_integrator", "log_likelihood"]
 
-_TSIT5 = diffrax.Tsit5()
 _PID = diffrax.PIDController(rtol=1e-5, atol=1e-5)
 _CHECKPOINTED = CheckpointedBackprop(max_steps=256)
+
+
+def flow_integrator(
+    controller: diffrax.AbstractStepSizeController = _PID,
+    *,
+    horizon: float = 1.0,
+    solver: diffrax.AbstractSolver | None = None,
+    gradient: AbstractGradientMethod | None = None,
+) -> Integrator:
+    """The solve of a flow over [0, `horizon`]: Tsit5, `controller`, dt0 = horizon / 10.
+
+    **Arguments:**
+
+    - `controller`: default `diffrax.PIDController(rtol=1e-5, atol=1e-5)`.
+    - `horizon`: the flow time S, which sets the first step.
+    - `solver`: default `diffrax.Tsit5()`.
+    - `gradient`: default `CheckpointedBackprop(max_steps=256)`.
+
+    **Returns:**
+
+    An `adjoint_lab.core.Integrator` for `log_likelihood`.
+    """
+    return Integrator(
+        solver=diffrax.Tsit5() if solver is None else solver,
+        controller=controller,
+        dt0=0.1 * horizon,
+        gradient=_CHECKPOINTED if gradient is None else gradient,
+    )
 
 
 class CNODEVelocity(eqx.Module):
@@ -85,9 +112,7 @@ def log_likelihood(
     x: Float[Array, "batch n"],
     *,
     horizon: float = 1.0,
-    solver: diffrax.AbstractSolver = _TSIT5,
-    controller: diffrax.AbstractStepSizeController = _PID,
-    gradient: AbstractGradientMethod = _CHECKPOINTED,
+    integrator: Integrator | None = None,
 ) -> tuple[Float[Array, " batch"], Array]:
     """log p(x) under the flow of `velocity` to a standard normal at s = `horizon`.
 
@@ -96,7 +121,8 @@ def log_likelihood(
     - `velocity`: `f(z) -> dz/ds` for one point.
     - `x`: the data, `[batch, n]`.
     - `horizon`: S, the flow time.
-    - `solver`, `controller`, `gradient`: the solve (through `adjoint_lab.core.solve`).
+    - `integrator`: the solve, an `adjoint_lab.core.Integrator`; default
+        `flow_integrator(horizon=horizon)` (Tsit5 at rtol = atol = 1e-5).
 
     **Returns:**
 
@@ -106,16 +132,9 @@ def log_likelihood(
     if x.ndim != 2:
         raise ValueError(f"`log_likelihood(x=...)`: need a batch [batch, n]; got {x.shape}.")
     state0 = (x, jnp.zeros(x.shape[0], x.dtype))
-    sol = solve(
-        _Augmented(velocity),
-        0.0,
-        horizon,
-        state0,
-        solver=solver,
-        controller=controller,
-        dt0=0.1 * horizon,
-        gradient=gradient,
-    )
+    if integrator is None:
+        integrator = flow_integrator(horizon=horizon)
+    sol = integrator.solve(_Augmented(velocity), 0.0, horizon, state0)
     z, trace = sol.ys[0][-1], sol.ys[1][-1]
     n = x.shape[1]
     log_base = -0.5 * jnp.sum(z**2, axis=1) - 0.5 * n * jnp.log(2 * jnp.pi)

@@ -16,13 +16,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, Float, Int
 
-from ..core.ode import count_evaluations
+from ..config.schema import OptimConfig
+from ..core.ode import Integrator, count_evaluations
 from ..data import images as image_files
+from ..train import TrainState, make_optimizer, train_step, value_and_grad_of
 from ._fields import BatchedField
-from ._integrator import Integrator
 from ._losses import cross_entropy
 from ._params import count_parameters
 from .configs import ClassificationData, ModelSpec, ODEModelConfig, Split, model_spec
@@ -96,6 +96,17 @@ class TrainSettings:
     warmup_steps: int = 20
     eval_batch_size: int = 256
 
+    def optim_config(self, total_steps: int) -> OptimConfig:
+        """The optimiser of `total_steps` steps, for `adjoint_lab.train.make_optimizer`."""
+        return OptimConfig(
+            name="adamw",
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            schedule="warmup_cosine",
+            # The warm-up must end before the last step (a short run still decays).
+            warmup_steps=min(self.warmup_steps, total_steps - 1),
+        )
+
 
 @dataclass
 class RunResult:
@@ -151,29 +162,25 @@ def train_classifier(
     x_train, y_train = data.train
     steps_per_epoch = max(1, len(y_train) // settings.batch_size)
     total = steps_per_epoch * settings.epochs
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, settings.lr, min(settings.warmup_steps, total - 1), max(total, 2)
-    )
-    optimizer = optax.adamw(schedule, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(settings.optim_config(total), total)
     _, static = eqx.partition(eqx.filter_eval_shape(spec.make, jax.random.PRNGKey(0)), _is_param)
 
+    @jax.jit
     def init(key):
         params = eqx.partition(spec.make(key), eqx.is_inexact_array)[0]
-        return params, optimizer.init(params)
+        return TrainState.create(params, optimizer)
 
-    def step(params, opt_state, x, y):
-        def loss(p):
-            logits, stats = eqx.combine(p, static).logits_and_stats(x)
-            return cross_entropy(logits, y), stats["nfe"]
+    def loss(params, batch, key):
+        x, y = batch
+        logits, stats = eqx.combine(params, static).logits_and_stats(x)
+        return cross_entropy(logits, y), {"nfe": stats["nfe"]}
 
-        (value, nfe), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value, nfe
-
-    init, step = jax.jit(init), jax.jit(step)
+    step = jax.jit(train_step(value_and_grad_of(loss), optimizer))
+    # The loss draws no random numbers: one key serves every step.
+    key = jax.random.PRNGKey(0)
     results = []
     for seed in seeds:
-        params, opt_state = init(jax.random.PRNGKey(seed))
+        state = init(jax.random.PRNGKey(seed))
         rng = np.random.default_rng(seed)
         times, losses, nfes = [], [], []
         for _ in range(settings.epochs):
@@ -182,14 +189,13 @@ def train_classifier(
             epoch_losses = []
             for i in range(steps_per_epoch):
                 which = order[i * settings.batch_size : (i + 1) * settings.batch_size]
-                params, opt_state, value, nfe = step(
-                    params, opt_state, x_train[which], y_train[which]
-                )
+                state, value, metrics = step(state, (x_train[which], y_train[which]), key)
                 epoch_losses.append(value)
-                nfes.append(nfe)
+                nfes.append(metrics["nfe"])
             losses.append(float(np.mean(jax.device_get(epoch_losses))))
             times.append(time.perf_counter() - start)
         evaluate = settings.eval_batch_size
+        params = state.params
         results.append(
             RunResult(
                 seed=seed,
@@ -224,7 +230,7 @@ def evaluation_counts(
     def loss(batched_field, model, x, y):
         xs = jnp.moveaxis(x, 1, -1) if images else x  # channels-last inside the models
         u0 = jax.vmap(model.initial)(xs)
-        sol = model.integrator(batched_field, u0, xs)
+        sol = model.integrator.solve(batched_field, 0.0, 1.0, u0, xs)
         return cross_entropy(jax.vmap(model.head)(sol.ys[-1]), y)
 
     counts = count_evaluations(loss, BatchedField(model.field), model, x, jnp.asarray(y))

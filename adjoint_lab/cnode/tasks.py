@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -24,11 +23,9 @@ import numpy as np
 
 from ..config.build import build_gradient, build_solver
 from ..config.schema import ExperimentConfig
-from ..core.ode import solve
+from ..core.ode import Integrator
 from ..train.task import Task
 from . import data as synthetic
-from ._fields import BatchedField
-from ._integrator import Integrator
 from ._losses import accuracy
 from ._params import MODELS, count_parameters
 from .configs import (
@@ -63,7 +60,7 @@ CROSSING_SCHEMAS: dict[tuple[str, str], type] = {
 
 
 def integrator_from_config(config: ExperimentConfig) -> Integrator:
-    """The `Integrator` of the config's `solver` and `gradient` sections."""
+    """The `adjoint_lab.core.Integrator` of the config's `solver` and `gradient` sections."""
     setup = build_solver(config.solver)
     return Integrator(
         solver=setup.solver,
@@ -79,7 +76,7 @@ def _describe(spec: ModelSpec, parameters: int) -> dict[str, Any]:
         skip |= {"style", "pool"}  # image-only options
     options = {k: v for k, v in spec.kwargs.items() if k not in skip}
     return {
-        "model": spec.cls.__name__,
+        "model": spec.factory.__name__,
         "parameters": parameters,
         "input_shape": list(spec.input_shape),
         "num_classes": spec.num_classes,
@@ -109,12 +106,23 @@ def _init_and_static(spec: ModelSpec) -> tuple[Callable, Any, int]:
     return init, static, count_parameters(shapes)
 
 
-def build_classification(config: ExperimentConfig) -> Task:
-    """The classification task of `config` (`task: cnode_classification`)."""
+def build_classification(config: ExperimentConfig, integrator: Integrator | None = None) -> Task:
+    """The classification task of `config` (`task: cnode_classification`).
+
+    **Arguments:**
+
+    - `config`: the experiment config.
+    - `integrator`: the models' solve; `None` builds it from the config's `solver` and
+        `gradient` sections (`integrator_from_config`).
+
+    **Returns:**
+
+    The `adjoint_lab.train.Task`.
+    """
     data: ClassificationData = load_classification(config.data)
-    spec = model_spec(
-        config.model, data.input_shape, data.num_classes, integrator_from_config(config)
-    )
+    if integrator is None:
+        integrator = integrator_from_config(config)
+    spec = model_spec(config.model, data.input_shape, data.num_classes, integrator)
     init, static, parameters = _init_and_static(spec)
     description = {
         **_describe(spec, parameters),
@@ -189,10 +197,23 @@ def build_classification(config: ExperimentConfig) -> Task:
     )
 
 
-def build_crossing(config: ExperimentConfig) -> Task:
-    """The crossing-map task of `config` (`task: cnode_crossing`)."""
+def build_crossing(config: ExperimentConfig, integrator: Integrator | None = None) -> Task:
+    """The crossing-map task of `config` (`task: cnode_crossing`).
+
+    **Arguments:**
+
+    - `config`: the experiment config.
+    - `integrator`: the model's solve; `None` builds it from the config's `solver` and
+        `gradient` sections (`integrator_from_config`).
+
+    **Returns:**
+
+    The `adjoint_lab.train.Task`.
+    """
     inputs, targets = synthetic.crossing_map()
-    spec = model_spec(config.model, (1,), None, integrator_from_config(config))
+    if integrator is None:
+        integrator = integrator_from_config(config)
+    spec = model_spec(config.model, (1,), None, integrator)
     init, static, parameters = _init_and_static(spec)
     description = _describe(spec, parameters)
     logger.info("cnode_crossing: %s", json.dumps(description))
@@ -231,21 +252,7 @@ def build_crossing(config: ExperimentConfig) -> Task:
 
         model = eqx.combine(params, static)
         s = jnp.linspace(0.0, 1.0, 101)
-        x = jnp.asarray(inputs)
-        integrator = model.integrator
-        sol = solve(
-            BatchedField(model.field),
-            0.0,
-            1.0,
-            jax.vmap(model.initial)(x),
-            x,
-            solver=integrator.solver,
-            controller=integrator.controller,
-            dt0=integrator.dt0,
-            gradient=integrator.gradient,
-            saveat=diffrax.SaveAt(ts=s),
-        )
-        paths = np.asarray(jax.vmap(jax.vmap(model.head))(sol.ys))[..., 0]
+        paths = np.asarray(model.trajectory(jnp.asarray(inputs), s))[..., 0]
         fig, axis = plt.subplots(figsize=(5, 4))
         for i, z in enumerate(inputs[:, 0]):
             axis.plot(np.asarray(s), paths[:, i], label=f"U(0) = {z:+g}")

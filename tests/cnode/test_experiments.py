@@ -130,6 +130,64 @@ def test_accuracy_quick_profile_writes_the_table(tmp_path):
     assert digits["authors' logs [L] test %"] == "97.09 ± 0.05"
     text = md.read_text()
     assert text.count("| not found |") == 3 and "train_32x32.mat" in text
+    assert run["seeds"] == [0]
+
+
+@pytest.mark.slow
+def test_accuracy_target_is_a_paired_comparison(tmp_path):
+    from experiments import cnode_accuracy
+
+    argv = ["--profile", "quick", "--models", "node,cnode", "--seeds", "2"]
+    md = cnode_accuracy.main([*argv, "--out", str(tmp_path), "--data-dir", str(tmp_path)])
+    stored = json.loads((tmp_path / "cnode_accuracy.json").read_text())
+    by = {r["model"]: r for r in stored["runs"]}
+    _check_paired(
+        stored["paired_cnode_minus_node"],
+        by["cnode"]["test_accuracy"],
+        by["node"]["test_accuracy"],
+    )
+    assert "Paired by seed, C-NODE − NODE" in md.read_text()
+
+
+def test_trained_cnode_fits_the_crossing_map_and_node_cannot():
+    """The small default version of the crossing experiment: four Heun steps, 120 Adam steps.
+
+    A NODE's flow on the line is increasing, so its best is sending both points to one value
+    (MSE 1); C-NODE's velocity sees the input, so its trajectories may cross.
+    """
+    from adjoint_lab.config import OptimConfig
+    from adjoint_lab.train import TrainState, make_optimizer, train_step, value_and_grad_of
+
+    heun = cnode.Integrator(
+        solver=diffrax.Heun(),
+        controller=diffrax.ConstantStepSize(),
+        dt0=0.25,
+        gradient=CheckpointedBackprop(max_steps=4),
+    )
+    x, y = data.crossing_map()
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    models = {
+        "cnode": cnode.CNODE((1,), None, width=16, k=1, path_width=16, integrator=heun, key=k1),
+        "node": cnode.NODE((1,), None, width=16, integrator=heun, key=k2),
+    }
+    config = OptimConfig(name="adam", lr=1e-2, schedule="warmup_cosine", warmup_steps=5)
+    out = {}
+    for name, model in models.items():
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        steps = 120 if name == "cnode" else 40
+        optimizer = make_optimizer(config, steps)
+
+        def loss(p, batch, key, static=static):
+            return jnp.mean((eqx.combine(p, static)(batch[0]) - batch[1]) ** 2), {}
+
+        step = jax.jit(train_step(value_and_grad_of(loss), optimizer))
+        state = TrainState.create(params, optimizer)
+        for _ in range(steps):
+            state, _, _ = step(state, (x, y), jax.random.PRNGKey(0))
+        out[name] = np.asarray(eqx.combine(state.params, static)(x))[:, 0]
+    mse = {name: float(np.mean((u - y[:, 0]) ** 2)) for name, u in out.items()}
+    assert mse["cnode"] < 1e-3, mse
+    assert mse["node"] > 0.99 and out["node"][0] < out["node"][1], (mse, out["node"])
 
 
 @pytest.mark.slow
@@ -157,16 +215,85 @@ def test_plot_modules_quick_profiles(tmp_path, module):
     assert len(rows) >= 2
 
 
-@pytest.mark.slow
-def test_speed_quick_profile_ratios_are_to_node(tmp_path):
+def _scripted_clock(*durations):
+    """A clock whose successive intervals (start, stop pairs) last `durations` seconds."""
+    ticks, now = [], 0.0
+    for duration in durations:
+        ticks += [now, now + duration]
+        now += duration + 1.0
+    return iter(ticks).__next__
+
+
+def test_speed_measure_times_the_median_step_after_the_compiling_one(small_cnode, monkeypatch):
     from experiments import cnode_speed
 
+    # Compilation 10 s, then steps of 3, 1 and 1.5 s: the median is 1.5 (the mean 1.83).
+    monkeypatch.setattr(cnode_speed, "clock", _scripted_clock(10.0, 3.0, 1.0, 1.5))
+    x = jax.random.uniform(jax.random.PRNGKey(2), (3, 1, 4, 4))
+    measured = cnode_speed.measure(small_cnode, x, jnp.array([0, 1, 3]), repeats=3)
+    assert measured["compile_s"] == 10.0 and measured["step_s"] == 1.5
+    # Two Euler steps: two forward evaluations; backward at least one VJP per evaluation.
+    assert measured["nfe_forward"] == 2 and measured["nfe_backward"] >= 2
+
+
+@pytest.mark.slow
+def test_speed_quick_profile_reports_ratios_to_node(tmp_path, monkeypatch):
+    from experiments import cnode_speed
+
+    # Two steps per model after compiling: NODE's median 3 s, C-NODE's 1.5 s: ratio 0.5.
+    clock = _scripted_clock(5.0, 2.0, 4.0, 7.0, 1.0, 2.0)
+    monkeypatch.setattr(cnode_speed, "clock", clock)
     cnode_speed.main(["--profile", "quick", "--out", str(tmp_path)])
     rows = {r["model"]: r for r in json.loads((tmp_path / "cnode_speed.json").read_text())["rows"]}
-    assert rows["node"]["step / NODE"] == 1
-    assert rows["cnode"]["step / NODE"] == pytest.approx(
-        rows["cnode"]["step s"] / rows["node"]["step s"], rel=0.05
-    )
+    assert rows["node"]["step s"] == 3.0 and rows["cnode"]["step s"] == 1.5
+    assert rows["node"]["step / NODE"] == 1 and rows["cnode"]["step / NODE"] == 0.5
+    assert rows["cnode"]["compile s"] == 7.0
     # One Euler step: one forward evaluation per model.
     assert rows["node"]["NFE fwd"] == rows["cnode"]["NFE fwd"] == 1
     assert rows["node"]["params"] == 115_444  # the authors' CIFAR-10 NODE (paper notes)
+
+
+def test_paired_comparison_matches_scipy():
+    import scipy.stats
+
+    from experiments.cnode_common import describe_paired, paired
+
+    treated = {0: 0.91, 1: 0.93, 2: 0.88, 3: 0.95, 7: 0.5}
+    baseline = {0: 0.90, 1: 0.89, 2: 0.89, 3: 0.90, 5: 0.1}
+    out = paired(treated, baseline)  # seeds 5 and 7 have no partner
+    a, b = np.array([0.91, 0.93, 0.88, 0.95]), np.array([0.90, 0.89, 0.89, 0.90])
+    reference = scipy.stats.ttest_rel(a, b)
+    assert out["seeds"] == [0, 1, 2, 3] and out["n"] == 4
+    np.testing.assert_allclose(out["differences"], 100 * (a - b), rtol=1e-12)
+    np.testing.assert_allclose(out["mean"], 100 * np.mean(a - b), rtol=1e-12)
+    np.testing.assert_allclose(out["t"], reference.statistic, rtol=1e-10)
+    np.testing.assert_allclose(out["p"], reference.pvalue, rtol=1e-8)
+    assert f"paired t = {reference.statistic:.2f}" in describe_paired(out, "x")
+    assert paired({0: 0.9}, {0: 0.8})["t"] is None  # one seed: no spread, no t
+
+
+def _check_paired(entry, treated, baseline):
+    import scipy.stats
+
+    reference = scipy.stats.ttest_rel(treated, baseline)
+    np.testing.assert_allclose(entry["t"], reference.statistic, rtol=1e-8)
+    np.testing.assert_allclose(entry["mean"], 100 * np.mean(np.subtract(treated, baseline)))
+
+
+@pytest.mark.slow
+def test_sweeps_store_per_seed_values_and_paired_comparisons(tmp_path):
+    from experiments import cnode_k_ablation, cnode_param_sweep
+
+    cnode_param_sweep.main(["--profile", "quick", "--seeds", "2", "--out", str(tmp_path)])
+    data_ = json.loads((tmp_path / "cnode_param_sweep.json").read_text())
+    by = {(r["model"], r["budget"]): r for r in data_["runs"]}
+    assert all(r["seeds"] == [0, 1] and len(r["test"]) == 2 for r in data_["runs"])
+    for entry in data_["paired"]:
+        c, n = by["cnode", entry["budget"]], by["node", entry["budget"]]
+        _check_paired(entry, c["test"], n["test"])
+    cnode_k_ablation.main(["--profile", "quick", "--seeds", "2", "--out", str(tmp_path)])
+    data_ = json.loads((tmp_path / "cnode_k_ablation.json").read_text())
+    first, second = data_["runs"]
+    (entry,) = data_["paired"]
+    assert entry["k"] == second["k"] and second["seeds"] == [0, 1]
+    _check_paired(entry, second["test"], first["test"])

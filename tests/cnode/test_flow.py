@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adjoint_lab import cnode
-from adjoint_lab.core import BacksolveAdjoint, solve
+from adjoint_lab.core import BacksolveAdjoint, Integrator, solve
 
 ONE = lambda u: jnp.ones((1, 1), u.dtype)  # T = 1: u(x) = x is the PDE solution
 
@@ -48,21 +48,14 @@ def test_matches_closed_form_with_two_directions():
     np.testing.assert_allclose(out, [0.5 * np.e, 1.0], rtol=1e-6)
 
 
-def test_jit_vmap_grad_and_solver_options():
+def test_jit_vmap_grad_and_integrator_options():
     direction = lambda s, z: -2 * z * (1 + s)
     z = jnp.array([0.7])
     # U(1) = z - 2z * (1 + 1/2) = -2z, so dU(1)/dz = -2.
     grad = jax.jit(jax.grad(lambda z: cnode.characteristic_flow(direction, ONE, z)[0]))(z)
     np.testing.assert_allclose(grad, [-2.0], rtol=1e-8)
-    constant = cnode.characteristic_flow(
-        direction,
-        ONE,
-        z,
-        solver=diffrax.Heun(),
-        controller=diffrax.ConstantStepSize(),
-        dt0=0.25,
-        gradient=BacksolveAdjoint(),
-    )
+    heun = Integrator(diffrax.Heun(), diffrax.ConstantStepSize(), 0.25, BacksolveAdjoint())
+    constant = cnode.characteristic_flow(direction, ONE, z, integrator=heun)
     np.testing.assert_allclose(constant, -2 * z, rtol=1e-12)  # Heun is exact for linear-in-s
 
 
@@ -78,3 +71,8 @@ def test_jit_vmap_grad_and_solver_options():
 def test_wrong_shapes_are_named(direction, jacobian, z, match):
     with pytest.raises(ValueError, match=match):
         cnode.characteristic_flow(direction, jacobian, z)
+
+
+def test_a_loose_controller_is_refused_with_the_bundle_named():
+    with pytest.raises(TypeError, match=r"must be an `adjoint_lab.core.Integrator"):
+        cnode.characteristic_flow(lambda s, z: z, ONE, jnp.ones(1), integrator=diffrax.Tsit5())

@@ -50,7 +50,8 @@ def test_paper_architectures_match_the_paper_budgets(dataset):
 def test_paper_model():
     key = jax.random.PRNGKey(0)
     model = eqx.filter_eval_shape(lambda: cnode.paper_model("cnode", "mnist", key=key))
-    assert isinstance(model, cnode.CNODE) and cnode.count_parameters(model) == 83_041
+    assert isinstance(model, cnode.ODEClassifier) and cnode.count_parameters(model) == 83_041
+    assert isinstance(model.field, cnode.CharacteristicField)
     logits = eqx.filter_eval_shape(model, jax.ShapeDtypeStruct((2, 1, 28, 28), jnp.float32))
     assert logits.shape == (2, 10)
     with pytest.raises(ValueError, match="choose one of"):
