@@ -96,6 +96,21 @@ def test_drift_enters_the_driver():
     assert np.max(np.abs(heat - exact)) > 0.05
 
 
+def test_trained_z_network_beats_zero_small():
+    # Default-suite size of the test below: a short training still beats Z = 0.
+    hjb = SemilinearHJB(problems.QuadraticTerminalHJB(a=1.0))
+    config = ZTrainingConfig(T=T, n_steps=10, n_paths=32, n_points=8, steps=80, learning_rate=3e-2)
+    znet = ZNetwork(2, T, width=8, depth=1, key=jax.random.PRNGKey(1))
+    znet, losses = train_z_network(znet, hjb, config, jax.random.PRNGKey(2))
+    assert losses[-20:].mean() < 0.6 * losses[:5].mean()
+    x = jnp.array([[0.2, 0.4], [0.5, 0.1]])
+    paths = _paths(hjb, x, n_steps=10, key=5)
+    exact = hjb.exact(T, x)
+    trained, _ = semilinear_expectation(znet, hjb, paths)
+    zero, _ = semilinear_expectation(_zero, hjb, paths)
+    assert np.max(np.abs(trained - exact)) < 0.5 * np.min(np.abs(zero - exact))
+
+
 @pytest.mark.slow
 def test_trained_z_network_beats_zero():
     hjb = SemilinearHJB(problems.QuadraticTerminalHJB(a=1.0))
