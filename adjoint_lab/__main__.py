@@ -1,7 +1,9 @@
 """Command line: `python -m adjoint_lab experiment=NAME key=value ...` (or `adjoint-lab ...`).
 
 A Hydra app: groups experiment, model, data, optim, solver, gradient, mesh, distributed, train;
-`-m` sweeps; `--cfg job` prints the composed config; `--help` lists groups and options.
+`-m` sweeps; `--cfg job` prints the composed config; `--help` lists groups and options. The
+configs ship inside the package (`pkg://adjoint_lab.configs`), so an installed copy runs from
+any directory.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .config import ConfigError, register_configs, to_experiment_config
+from .app import CONFIG_MODULE, composition_error, register_configs, to_experiment_config
+from .config import ConfigError
 
 # Errors a user fixes by changing input: printed as one line, exit status 2, no traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
@@ -31,7 +34,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+def _fail(error: BaseException) -> None:
+    print(f"adjoint-lab: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def _app(cfg: DictConfig) -> float:
     try:
         config = to_experiment_config(cfg)
@@ -39,13 +47,47 @@ def _app(cfg: DictConfig) -> float:
 
         summary = run(config)
     except _user_errors() as error:
-        print(f"adjoint-lab: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error)
     return float(summary["final_loss"])
+
+
+def _check_composition(argv: list[str]) -> None:
+    """Compose and validate a single run's config first, so that a bad value or an option its
+    section lacks (Hydra's struct error, e.g. `gradient=adjoint gradient.checkpoints=3`) is one
+    line of ours, exit status 2, before Hydra makes a run directory. Anything else is left to
+    Hydra (its help, sweeps, and its own errors)."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return  # Hydra reports bad flags itself
+    special = (args.help, args.hydra_help, args.info, args.shell_completion, args.multirun)
+    custom = (args.config_path, args.config_dir, args.config_name)
+    if any(special) or any(c is not None for c in custom):
+        return
+    overrides = list(args.overrides)
+    if not any(o.startswith("run_dir=") for o in overrides):
+        overrides.append("run_dir=unused")  # Hydra's run directory does not exist yet
+    with initialize_config_module(version_base="1.3", config_module=CONFIG_MODULE):
+        try:
+            composed = compose("config", overrides=overrides)
+        except ConfigCompositionException as error:
+            explained = composition_error(error, overrides)
+            if explained is not None:
+                _fail(explained)
+            return
+    try:
+        to_experiment_config(composed)
+    except ConfigError as error:
+        _fail(error)
 
 
 def main() -> None:
     register_configs()
+    _check_composition(sys.argv[1:])
     _app()
 
 

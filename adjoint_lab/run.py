@@ -36,11 +36,11 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
 
     import jax
 
-    from .tasks import TASKS
+    from .app import build_task
     from .train import fit, make_mesh, make_optimizer
 
     mesh = make_mesh(config.mesh)
-    task = TASKS[config.task].build(config)
+    task = build_task(config)
     optimizer = make_optimizer(config.optim, config.train.steps)
     run_dir = Path(config.run_dir)
     meta = {"fingerprint": config_fingerprint(config), "task": config.task}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adjoint_lab.config import compose_config
+from adjoint_lab.app import compose_config
 from adjoint_lab.run import run
 from experiments.report import Report
 

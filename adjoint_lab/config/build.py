@@ -1,11 +1,14 @@
-"""The config boundary: names in configs become solver, controller and gradient objects here.
+"""The config boundary of the ODE solve: solver and gradient sections become `core` objects.
 
-Nothing below this module sees a string naming a solver or a gradient method.
+Nothing below this module sees a string naming a solver or an ODE gradient method. It sits in
+`config` (which may import `core` only) so that a task built without an explicit integrator can
+fall back to its config without importing the application layer; the application layer
+(`adjoint_lab.app.build`) builds every run's objects through it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import diffrax
 
@@ -15,8 +18,16 @@ from ..core.gradients import (
     CheckpointedBackprop,
     DirectBackprop,
 )
+from ..core.ode import Integrator
 from .errors import ConfigError
-from .schema import ODE_GRADIENTS, GradientConfig, SolverConfig
+from .schema import (
+    ODE_GRADIENTS,
+    BacksolveConfig,
+    CheckpointedConfig,
+    DirectConfig,
+    GradientConfig,
+    SolverConfig,
+)
 
 _SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -32,41 +43,62 @@ _SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "kvaerno5": diffrax.Kvaerno5,
 }
 
-
-@dataclass(frozen=True)
-class SolverSetup:
-    """What `adjoint_lab.core.solve` takes: a solver, a step-size controller and dt0."""
-
-    solver: diffrax.AbstractSolver
-    controller: diffrax.AbstractStepSizeController
-    dt0: float | None
-
-
-def build_solver(config: SolverConfig) -> SolverSetup:
-    solver = _SOLVERS[config.name]()
-    if config.adaptive:
-        controller = diffrax.PIDController(rtol=config.rtol, atol=config.atol)
-    else:
-        controller = diffrax.ConstantStepSize()
-    return SolverSetup(solver=solver, controller=controller, dt0=config.dt0)
+_ODE_METHODS: dict[type[GradientConfig], Callable[..., AbstractGradientMethod]] = {
+    CheckpointedConfig: lambda c: CheckpointedBackprop(
+        checkpoints=c.checkpoints, max_steps=c.max_steps
+    ),
+    BacksolveConfig: lambda c: BacksolveAdjoint(
+        seminorm=c.seminorm, rtol=c.adjoint_rtol, atol=c.adjoint_atol, max_steps=c.max_steps
+    ),
+    DirectConfig: lambda c: DirectBackprop(max_steps=c.max_steps),
+}
 
 
 def build_gradient(config: GradientConfig) -> AbstractGradientMethod:
-    if config.name not in ODE_GRADIENTS:
+    """The `core` gradient method of an ODE task's `gradient` section.
+
+    **Arguments:**
+
+    - `config`: a `CheckpointedConfig`, `BacksolveConfig` or `DirectConfig`.
+
+    **Returns:**
+
+    The matching `AbstractGradientMethod`. Raises `ConfigError` for an SSM method.
+    """
+    make = _ODE_METHODS.get(type(config))
+    if make is None:
         raise ConfigError(
             "gradient.name",
-            config.name,
+            getattr(config, "name", config),
             f"this experiment solves ODEs: choose one of {', '.join(ODE_GRADIENTS)}",
         )
-    if config.name == "checkpointed":
-        return CheckpointedBackprop(checkpoints=config.checkpoints, max_steps=config.max_steps)
-    if config.name == "backsolve":
-        return BacksolveAdjoint(
-            seminorm=config.seminorm,
-            rtol=config.adjoint_rtol,
-            atol=config.adjoint_atol,
-            max_steps=config.max_steps,
-        )
-    if config.name == "direct":
-        return DirectBackprop(max_steps=config.max_steps)
-    raise AssertionError(f"unvalidated gradient config {config.name!r}")
+    return make(config)
+
+
+def build_integrator(solver: SolverConfig, gradient: GradientConfig | None = None) -> Integrator:
+    """The solver bundle of the `solver` and `gradient` sections.
+
+    **Arguments:**
+
+    - `solver`: the `solver` section: a PID controller when `adaptive`, else constant steps.
+    - `gradient`: the `gradient` section of an ODE task; `None` keeps `Integrator`'s default
+        (`CheckpointedBackprop()`).
+
+    **Returns:**
+
+    A `core.Integrator`.
+    """
+    if solver.adaptive:
+        controller = diffrax.PIDController(rtol=solver.rtol, atol=solver.atol)
+    else:
+        controller = diffrax.ConstantStepSize()
+    parts = {} if gradient is None else {"gradient": build_gradient(gradient)}
+    return Integrator(
+        solver=_SOLVERS[solver.name](), controller=controller, dt0=solver.dt0, **parts
+    )
+
+
+def build_solver(config: SolverConfig) -> Integrator:
+    """The solver, controller and dt0 of the `solver` section (as an `Integrator` with the
+    default gradient method); kept for task builders that still take the pieces one by one."""
+    return build_integrator(config)

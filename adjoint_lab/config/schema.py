@@ -31,6 +31,8 @@ ODE_GRADIENTS = ("checkpointed", "backsolve", "direct")
 # shared: binomial checkpoints for an ODE solve, chunk boundary states for an SSM.
 SSM_GRADIENTS = ("backprop", "remat", "adjoint_paper", "adjoint", "truncated", "checkpointed")
 GRADIENTS = tuple(dict.fromkeys(ODE_GRADIENTS + SSM_GRADIENTS))
+# adjoint_paper/truncated: the O(T) aggregated sum, or the paper's O(T^2) double sum.
+FORMS = ("aggregated", "literal")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "step")
 
@@ -115,68 +117,240 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class GradientConfig:
-    """How gradients are computed: of an ODE solve (`adjoint_lab.core.gradients`) or of the
-    SSM language model (`adjoint_lab.ssm.value_and_grad`)."""
+    """Base of the `gradient` group: one schema per method, holding the options it takes.
+
+    `name` is set by the group option (`gradient=backsolve`); each subclass's fields are the
+    only options its method takes, so Hydra refuses any other key.
+    """
+
+    name: str = ""
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _POSITIVE_OR_NULL:
+                require(value is None or value > 0, f.name, value, "must be > 0, or null")
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        """The fields a user may set: every field but `name`."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "name")
+
+
+# Options that are a positive count or null (null: a default that follows the problem size).
+_POSITIVE_OR_NULL = (
+    "checkpoints",
+    "adjoint_rtol",
+    "adjoint_atol",
+    "window",
+    "chunk",
+    "loss_chunk",
+)
+
+
+def _max_steps_positive(config: Any) -> None:
+    require(config.max_steps > 0, "max_steps", config.max_steps, "must be > 0")
+
+
+# --- Gradients of an ODE solve (`adjoint_lab.core.gradients`). ------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointedConfig(GradientConfig):
+    """Backprop through the solver with binomial checkpointing (`core.CheckpointedBackprop`):
+    `checkpoints` stored states (null: diffrax's default, about sqrt(2 * max_steps))."""
 
     name: str = "checkpointed"
-    # checkpointed: number of stored solver states (null: diffrax's default, about
-    # sqrt(2 * max_steps)); all methods: the step budget of the solve.
     checkpoints: int | None = None
     max_steps: int = 4096
-    # backsolve: the adjoint seminorm (Kidger, Chen & Lyons 2021) and the backward tolerances.
+
+    def validate(self) -> None:
+        super().validate()
+        _max_steps_positive(self)
+
+
+@dataclass(frozen=True)
+class BacksolveConfig(GradientConfig):
+    """The continuous adjoint solved backwards (`core.BacksolveAdjoint`), with the adjoint
+    seminorm (Kidger, Chen & Lyons 2021) and the backward tolerances (null: the forward's)."""
+
+    name: str = "backsolve"
     seminorm: bool = False
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
-    # SSM: truncated: tokens each adjoint state sees; remat/checkpointed: tokens per chunk
-    # (null: the power of two nearest sqrt(T)); adjoint_paper/truncated: "aggregated" (O(T))
-    # or "literal" (the paper's O(T^2) double sum); all: tokens per chunk of the loss.
-    window: int | None = None
+    max_steps: int = 4096
+
+    def validate(self) -> None:
+        super().validate()
+        _max_steps_positive(self)
+
+
+@dataclass(frozen=True)
+class DirectConfig(GradientConfig):
+    """Backprop through nested checkpointed scans (`core.DirectBackprop`)."""
+
+    name: str = "direct"
+    max_steps: int = 4096
+
+    def validate(self) -> None:
+        super().validate()
+        _max_steps_positive(self)
+
+
+# --- Gradients of the SSM language model (`adjoint_lab.ssm`). --------------------------------
+# Every SSM method takes `loss_chunk`: tokens per chunk of the loss (null: 256 or the context).
+
+
+@dataclass(frozen=True)
+class BackpropConfig(GradientConfig):
+    """`jax.grad` through the model (autodiff through the associative scan)."""
+
+    name: str = "backprop"
+    loss_chunk: int | None = None
+
+
+@dataclass(frozen=True)
+class RematConfig(GradientConfig):
+    """`jax.grad` with per-layer and time-chunk rematerialisation; `chunk` tokens per chunk
+    (null: the power of two nearest sqrt(T))."""
+
+    name: str = "remat"
     chunk: int | None = None
+    loss_chunk: int | None = None
+
+
+def _form_is_known(config: Any) -> None:
+    require_one_of("form", config.form, FORMS)
+
+
+@dataclass(frozen=True)
+class AdjointPaperConfig(GradientConfig):
+    """The paper's adjoint sharding estimator (Xu et al. 2025, Prop. 3); `form`: aggregated
+    (O(T)) or literal (the paper's O(T^2) double sum)."""
+
+    name: str = "adjoint_paper"
     form: str = "aggregated"
     loss_chunk: int | None = None
 
     def validate(self) -> None:
-        require_one_of("name", self.name, GRADIENTS)
-        require(
-            (self.window is not None) == (self.name == "truncated"),
-            "window",
-            self.window,
-            "gradient=truncated needs a window (tokens), and only it takes one",
+        super().validate()
+        _form_is_known(self)
+
+
+@dataclass(frozen=True)
+class AdjointConfig(GradientConfig):
+    """The exact adjoint: the residual cotangent handed from layer to layer."""
+
+    name: str = "adjoint"
+    loss_chunk: int | None = None
+
+
+@dataclass(frozen=True)
+class TruncatedConfig(GradientConfig):
+    """Truncated adjoint sharding (the paper's section 4.3): each output's gradient reaches
+    back at most `window` tokens."""
+
+    name: str = "truncated"
+    window: int = 64
+    form: str = "aggregated"
+    loss_chunk: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.window > 0, "window", self.window, "must be > 0")
+        _form_is_known(self)
+
+
+@dataclass(frozen=True)
+class SSMCheckpointedConfig(GradientConfig):
+    """The exact adjoint from chunk boundary states; `chunk` tokens per chunk (null: the power
+    of two nearest sqrt(T))."""
+
+    name: str = "checkpointed"
+    chunk: int | None = None
+    loss_chunk: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointedOption(GradientConfig):
+    """What `gradient=checkpointed` composes to before the task is known: the options of both
+    `CheckpointedConfig` (ODE) and `SSMCheckpointedConfig` (SSM). `gradient_for` splits it."""
+
+    name: str = "checkpointed"
+    checkpoints: int | None = None
+    max_steps: int = 4096
+    chunk: int | None = None
+    loss_chunk: int | None = None
+
+
+ODE_GRADIENT_SCHEMAS: dict[str, type[GradientConfig]] = {
+    "checkpointed": CheckpointedConfig,
+    "backsolve": BacksolveConfig,
+    "direct": DirectConfig,
+}
+SSM_GRADIENT_SCHEMAS: dict[str, type[GradientConfig]] = {
+    "backprop": BackpropConfig,
+    "remat": RematConfig,
+    "adjoint_paper": AdjointPaperConfig,
+    "adjoint": AdjointConfig,
+    "truncated": TruncatedConfig,
+    "checkpointed": SSMCheckpointedConfig,
+}
+# The schema each `gradient` group option composes to (`gradient/<name>_schema`).
+GRADIENT_OPTIONS: dict[str, type[GradientConfig]] = {
+    **ODE_GRADIENT_SCHEMAS,
+    **SSM_GRADIENT_SCHEMAS,
+    "checkpointed": CheckpointedOption,
+}
+_OPTION_OF: dict[type[GradientConfig], str] = {
+    schema: name
+    for table in (ODE_GRADIENT_SCHEMAS, SSM_GRADIENT_SCHEMAS, GRADIENT_OPTIONS)
+    for name, schema in table.items()
+}
+
+
+def gradient_for(
+    config: GradientConfig, methods: dict[str, type[GradientConfig]], who: str
+) -> GradientConfig:
+    """The schema of `methods` that a composed `gradient` option stands for.
+
+    **Arguments:**
+
+    - `config`: the composed option (a `GRADIENT_OPTIONS` schema).
+    - `methods`: the methods the task takes, by name (`ODE_GRADIENT_SCHEMAS` or
+        `SSM_GRADIENT_SCHEMAS`).
+    - `who`: the task, for the messages ("the ssm_lm task").
+
+    **Returns:**
+
+    An instance of `methods[config.name]` with the options of `config`. Raises `ConfigError`
+    (fields relative to `gradient`) if the name was overridden, if the task does not take the
+    method, or if an option of `config` is set that this task's version of the method lacks.
+    """
+    option = _OPTION_OF[type(config)]
+    if config.name != option:
+        raise ConfigError(
+            "name",
+            config.name,
+            f"the method is the group option: choose gradient=<{', '.join(methods)}>",
         )
-        require(
-            self.chunk is None or self.name in ("remat", "checkpointed"),
-            "chunk",
-            self.chunk,
-            "only applies to gradient=remat or checkpointed (SSM)",
-        )
-        require_one_of("form", self.form, ("aggregated", "literal"))
-        require(
-            self.form == "aggregated" or self.name in ("adjoint_paper", "truncated"),
-            "form",
-            self.form,
-            "literal (the paper's double sum) only applies to gradient=adjoint_paper or truncated",
-        )
-        for name in ("window", "chunk", "loss_chunk"):
-            value = getattr(self, name)
-            require(value is None or value > 0, name, value, "must be > 0, or null")
-        for name in ("seminorm", "adjoint_rtol", "adjoint_atol"):
-            value = getattr(self, name)
-            require(
-                self.name == "backsolve" or value in (None, False),
-                name,
-                value,
-                "only applies to gradient=backsolve",
-            )
-        require(self.max_steps > 0, "max_steps", self.max_steps, "must be > 0")
-        require(
-            self.checkpoints is None or self.checkpoints > 0,
-            "checkpoints",
-            self.checkpoints,
-            "must be > 0, or null for diffrax's default",
-        )
-        for name in ("adjoint_rtol", "adjoint_atol"):
-            value = getattr(self, name)
-            require(value is None or value > 0, name, value, "must be > 0, or null")
+    if option not in methods:
+        raise ConfigError("name", option, f"{who} takes one of {', '.join(methods)}")
+    schema = methods[option]
+    if type(config) is schema:
+        return config
+    given = {name: getattr(config, name) for name in type(config).options()}
+    defaults = type(config)()
+    for name, value in given.items():
+        if name not in schema.options() and value != getattr(defaults, name):
+            raise ConfigError(name, value, f"gradient={option} {describe_options(schema, who)}")
+    return schema(**{name: value for name, value in given.items() if name in schema.options()})
+
+
+def describe_options(schema: type[GradientConfig], who: str = "") -> str:
+    """The end of an inapplicable-option error: `takes a, b` (and `for <who>` when given)."""
+    where = f" for {who}" if who else ""
+    return f"takes {', '.join(schema.options()) or 'no options'}{where}"
 
 
 @dataclass(frozen=True)
@@ -273,7 +447,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The root of every run. `model` and `data` take the schema of the chosen group option."""
+    """The root of every run. `model` and `data` take the schema of the chosen group option,
+    `gradient` the schema of the chosen method (a `GradientConfig`)."""
 
     task: str = "node_spiral"
     seed: int = 0
@@ -283,10 +458,23 @@ class ExperimentConfig:
     data: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
-    gradient: GradientConfig = field(default_factory=GradientConfig)
+    gradient: Any = None
     mesh: MeshConfig = field(default_factory=MeshConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        """Checks that span two sections."""
+        gradient = self.gradient
+        if isinstance(gradient, BacksolveConfig) and not self.solver.adaptive:
+            backward_control = gradient.seminorm or gradient.adjoint_rtol or gradient.adjoint_atol
+            require(
+                not backward_control,
+                "gradient.seminorm",
+                gradient.seminorm,
+                "the seminorm and adjoint tolerances control adaptive backward steps; "
+                "set solver.adaptive=true, or drop them for constant steps",
+            )
 
 
 def validate(config: Any, prefix: str = "") -> None:

@@ -1,28 +1,62 @@
 """Experiment tasks by config name: the one place where `task=` strings become builders.
 
-Each entry names the task's builder and the schemas of its `model` and `data` group options
-(registered with Hydra's ConfigStore as `<group>/<name>_schema`).
+Each entry names the task's builder, the schemas of its `model` and `data` group options
+(registered with Hydra's ConfigStore as `<group>/<name>_schema`), and the object the builder
+takes besides the config (`needs`):
+
+- `"integrator"`: a `core.Integrator` built from the `solver` and `gradient` sections; the
+  task takes the ODE gradient methods (`config.schema.ODE_GRADIENT_SCHEMAS`).
+- `"method"`: an SSM gradient method built from the `gradient` section; the task takes the
+  SSM methods (`config.schema.SSM_GRADIENT_SCHEMAS`).
+- `None`: the task solves no ODE and takes no gradient method.
+
+`build(config, **{needs: object})` uses the object; `build(config)` builds it from the config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from ..cnode import cnf_task
 from ..cnode import tasks as cnode_tasks
-from ..config.schema import ExperimentConfig
+from ..config.schema import ExperimentConfig, GradientConfig
 from ..parabolic import generative_task
 from ..parabolic import task as parabolic_task
 from ..ssm import task as ssm_task
 from ..train.task import Task
 from . import node_spiral
 
+Needs = Literal["integrator", "method"] | None
+
 
 @dataclass(frozen=True)
 class TaskEntry:
-    build: Callable[[ExperimentConfig], Task]
+    build: Callable[..., Task]
     schemas: dict[tuple[str, str], type]
+    needs: Needs = None
+
+
+@dataclass(frozen=True)
+class _FlatSSMGradient:
+    """The one flat gradient section `ssm.task` reads until it takes a built `method`."""
+
+    name: str
+    window: int | None = None
+    chunk: int | None = None
+    form: str = "aggregated"
+    loss_chunk: int | None = None
+
+
+def _build_ssm(config: ExperimentConfig) -> Task:
+    # Transitional: ssm.task.build(config) reads name/window/chunk/form/loss_chunk off one
+    # schema; the per-method schemas carry only their own options.
+    gradient: GradientConfig = config.gradient
+    options = {name: getattr(gradient, name) for name in gradient.options()}
+    flat = _FlatSSMGradient(gradient.name, **options)
+    return ssm_task.build(dataclasses.replace(config, gradient=flat))
 
 
 TASKS: dict[str, TaskEntry] = {
@@ -32,15 +66,20 @@ TASKS: dict[str, TaskEntry] = {
             ("model", "vector_field"): node_spiral.VectorFieldConfig,
             ("data", "spiral"): node_spiral.SpiralDataConfig,
         },
+        needs="integrator",
     ),
     "cnode_classification": TaskEntry(
-        build=cnode_tasks.build_classification, schemas=cnode_tasks.CLASSIFICATION_SCHEMAS
+        build=cnode_tasks.build_classification,
+        schemas=cnode_tasks.CLASSIFICATION_SCHEMAS,
+        needs="integrator",
     ),
     "cnode_crossing": TaskEntry(
-        build=cnode_tasks.build_crossing, schemas=cnode_tasks.CROSSING_SCHEMAS
+        build=cnode_tasks.build_crossing, schemas=cnode_tasks.CROSSING_SCHEMAS, needs="integrator"
     ),
-    "cnode_cnf": TaskEntry(build=cnf_task.build_cnf, schemas=cnf_task.CNF_SCHEMAS),
-    "ssm_lm": TaskEntry(build=ssm_task.build, schemas=ssm_task.SCHEMAS),
+    "cnode_cnf": TaskEntry(
+        build=cnf_task.build_cnf, schemas=cnf_task.CNF_SCHEMAS, needs="integrator"
+    ),
+    "ssm_lm": TaskEntry(build=_build_ssm, schemas=ssm_task.SCHEMAS, needs="method"),
     "parabolic_generative": TaskEntry(
         build=generative_task.build, schemas=generative_task.GENERATIVE_SCHEMAS
     ),

@@ -2,8 +2,8 @@
 
 The system is dy/dt = A y³ with A = [[-0.1, 2], [-2, -0.1]] (the classic neural-ODE
 demonstration of Chen et al. 2018). Trajectories are solved once to tight tolerances; training
-fits an MLP vector field on random windows of them, through `adjoint_lab.core.solve` with the
-configured solver and gradient method. Small enough to train in well under a minute on a CPU.
+fits an MLP vector field on random windows of them, through the configured solver bundle
+(`core.Integrator`). Small enough to train in well under a minute on a CPU.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..config.build import build_gradient, build_solver
+from ..config.build import build_integrator
 from ..config.errors import ConfigError
 from ..config.schema import ExperimentConfig
-from ..core.ode import solve
+from ..core.ode import Integrator, solve
 from ..train.task import Task
 
 SPIRAL_MATRIX = np.array([[-0.1, 2.0], [-2.0, -0.1]])
@@ -115,10 +115,22 @@ def spiral_trajectories(config: SpiralDataConfig, n: int, seed: int) -> Float[np
     return ys + config.noise * rng.standard_normal(ys.shape)
 
 
-def build(config: ExperimentConfig) -> Task:
+def build(config: ExperimentConfig, integrator: Integrator | None = None) -> Task:
+    """The spiral-fitting task.
+
+    **Arguments:**
+
+    - `config`: the experiment (`model` a `VectorFieldConfig`, `data` a `SpiralDataConfig`).
+    - `integrator`: the solver bundle of every training and test solve; `None` builds it from
+        the config's `solver` and `gradient` sections.
+
+    **Returns:**
+
+    A `train.Task`.
+    """
     data: SpiralDataConfig = config.data
-    setup = build_solver(config.solver)
-    gradient = build_gradient(config.gradient)
+    if integrator is None:
+        integrator = build_integrator(config.solver, config.gradient)
     ts = np.linspace(0.0, data.t1, data.n_times)
     train_ys = spiral_trajectories(data, data.n_train, seed=config.seed)
     test_ys = spiral_trajectories(data, data.n_test, seed=config.seed + 10_000)
@@ -133,17 +145,7 @@ def build(config: ExperimentConfig) -> Task:
 
     def trajectory(params, y0, times):
         field = eqx.combine(params, static)
-        return solve(
-            field,
-            times[0],
-            times[-1],
-            y0,
-            solver=setup.solver,
-            controller=setup.controller,
-            dt0=setup.dt0,
-            gradient=gradient,
-            ts=times,
-        )
+        return integrator.solve(field, times[0], times[-1], y0, ts=times)
 
     def loss(params, batch, key):
         y0, target = batch

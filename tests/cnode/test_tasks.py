@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from adjoint_lab.app import CONFIG_DIR, register_configs, to_experiment_config
 from adjoint_lab.cnode import MODELS
-from adjoint_lab.config import ConfigError, register_configs, to_experiment_config
+from adjoint_lab.config import ConfigError
 from adjoint_lab.config.schema import TrainConfig
 from adjoint_lab.tasks import TASKS
 from adjoint_lab.train import fit, make_optimizer, read_metrics
 from tests.cnode.test_data import write_mnist
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adjoint_lab.config import ConfigError, compose_config
+from adjoint_lab.app import compose_config
+from adjoint_lab.config import ConfigError
 from adjoint_lab.config.schema import TrainConfig
 from adjoint_lab.tasks import TASKS
 from adjoint_lab.train import fit, make_optimizer

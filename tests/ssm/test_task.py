@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from adjoint_lab.config import ConfigError, register_configs, to_experiment_config
+from adjoint_lab.app import CONFIG_DIR, register_configs, to_experiment_config
+from adjoint_lab.config import ConfigError
 from adjoint_lab.run import run
 from adjoint_lab.ssm import task as ssm_task
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 TINY = [
     "experiment=ssm_lm",
     "model.preset=ssm-tiny",
