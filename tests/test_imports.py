@@ -67,7 +67,9 @@ def module_graph(package: Path) -> dict[str, set[str]]:
             else:
                 continue
             for target in targets:
-                if target != top and not target.startswith(f"{top}."):
+                # The root package only holds the version: `from .. import core` depends on
+                # core, not on the root.
+                if not target.startswith(f"{top}."):
                     continue
                 while target not in files:
                     target = target.rpartition(".")[0]

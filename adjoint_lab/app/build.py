@@ -7,8 +7,6 @@ object its `TASKS` entry `needs`.
 
 from __future__ import annotations
 
-import inspect
-
 from ..config.build import build_integrator
 from ..config.schema import ExperimentConfig
 from ..tasks import TASKS
@@ -27,9 +25,6 @@ def build_task(config: ExperimentConfig) -> Task:
     The `train.Task` of `config.task`.
     """
     entry = TASKS[config.task]
-    # Transitional: only builders that already take their object get it; the others still
-    # build it from the config (the cnode builders, and `ssm.task.build`, see `tasks`).
-    takes = inspect.signature(entry.build).parameters
-    if entry.needs == "integrator" and "integrator" in takes:
+    if entry.needs == "integrator":
         return entry.build(config, integrator=build_integrator(config.solver, config.gradient))
     return entry.build(config)

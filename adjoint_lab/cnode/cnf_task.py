@@ -8,7 +8,7 @@ tolerance, and the run directory gets the learned density beside the data (`dens
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import diffrax
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config.build import build_gradient, build_solver
+from ..config.build import build_integrator
 from ..config.errors import (
     ConfigError,
     require,
@@ -106,13 +106,9 @@ def build_cnf(config: ExperimentConfig, integrator: Integrator | None = None) ->
             "model", type(model).__name__, "cnode_cnf takes model=cnf data=two_circles"
         )
     if integrator is None:
-        setup = build_solver(config.solver)
-        integrator = flow_integrator(
-            setup.controller,
-            horizon=model.horizon,
-            solver=setup.solver,
-            gradient=build_gradient(config.gradient),
-        )
+        integrator = build_integrator(config.solver, config.gradient)
+    # A flow's first step scales with its horizon S, whatever `solver.dt0` says.
+    integrator = replace(integrator, dt0=0.1 * model.horizon)
     _, static = eqx.partition(_velocity(model, jax.random.PRNGKey(0)), eqx.is_inexact_array)
     batch_size = config.train.batch_size
 

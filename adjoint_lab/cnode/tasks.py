@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config.build import build_gradient, build_solver
+from ..config.build import build_integrator
 from ..config.schema import ExperimentConfig
 from ..core.ode import Integrator
 from ..train.task import Task
@@ -61,13 +61,7 @@ CROSSING_SCHEMAS: dict[tuple[str, str], type] = {
 
 def integrator_from_config(config: ExperimentConfig) -> Integrator:
     """The `adjoint_lab.core.Integrator` of the config's `solver` and `gradient` sections."""
-    setup = build_solver(config.solver)
-    return Integrator(
-        solver=setup.solver,
-        controller=setup.controller,
-        dt0=setup.dt0,
-        gradient=build_gradient(config.gradient),
-    )
+    return build_integrator(config.solver, config.gradient)
 
 
 def _describe(spec: ModelSpec, parameters: int) -> dict[str, Any]:

@@ -96,9 +96,3 @@ def build_integrator(solver: SolverConfig, gradient: GradientConfig | None = Non
     return Integrator(
         solver=_SOLVERS[solver.name](), controller=controller, dt0=solver.dt0, **parts
     )
-
-
-def build_solver(config: SolverConfig) -> Integrator:
-    """The solver, controller and dt0 of the `solver` section (as an `Integrator` with the
-    default gradient method); kept for task builders that still take the pieces one by one."""
-    return build_integrator(config)
