@@ -571,8 +571,13 @@ class _ContinuousAdjoint(_CustomLoopAdjoint):
         lam = _zeros_like(y0) if g1 is None else g1
         mu = _zeros_like(diff_p)
         ts = saveat.subs.ts
-        tau = t_end
-        if ts is not None:
+        if ts is None:
+            lam, mu = integrate(lam, mu, t_end, t0)
+        else:
+            # One scan over the pieces between saved times, the last one ending at t0 with no
+            # output there (so that the nested solve is traced once).
+            stops = jnp.concatenate([jnp.asarray(t0, ts.dtype)[None], ts])
+            jumps = jtu.tree_map(lambda g: jnp.concatenate([jnp.zeros_like(g[:1]), g]), gts)
 
             def scan_fn(carry, x):
                 lam, mu, tau = carry
@@ -580,8 +585,7 @@ class _ContinuousAdjoint(_CustomLoopAdjoint):
                 lam, mu = integrate(lam, mu, tau, t_i)
                 return (_add(lam, g_i), mu, t_i), None
 
-            (lam, mu, tau), _ = lax.scan(scan_fn, (lam, mu, tau), (ts, gts), reverse=True)
-        lam, mu = integrate(lam, mu, tau, t0)
+            (lam, mu, _), _ = lax.scan(scan_fn, (lam, mu, t_end), (stops, jumps), reverse=True)
         if g0 is not None:
             lam = _add(lam, g0)
         args_bar, terms_bar = mu
