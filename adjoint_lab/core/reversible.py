@@ -212,9 +212,9 @@ class Reversible(AbstractReversibleSolver):
     It keeps the order of the base solver; `lam < 1` makes it stable (the paper's choice is
     close to 1), but the inverse divides by lam, so rounding errors of the rebuilt states
     grow by up to 1/lam per step backwards: keep lam close to 1 (0.5 loses all digits of a
-    float64 state within ~50 steps). A step costs two base steps: the forward one with the base solver's error
-    estimate (all its stages; for adaptive steps) and the backward one without (e.g. 7 + 6
-    evaluations for Tsit5).
+    float64 state within ~50 steps). A step costs two base steps: the forward one with the
+    base solver's error estimate (all its stages; for adaptive steps) and the backward one
+    without (e.g. 7 + 6 evaluations for Tsit5).
 
     **Arguments:**
 
