@@ -12,6 +12,10 @@ from .gradients import AbstractGradientMethod as AbstractGradientMethod
 from .gradients import BacksolveAdjoint as BacksolveAdjoint
 from .gradients import CheckpointedBackprop as CheckpointedBackprop
 from .gradients import DirectBackprop as DirectBackprop
+from .gradients import GaussAdjoint as GaussAdjoint
+from .gradients import InterpolatingAdjoint as InterpolatingAdjoint
+from .gradients import QuadratureAdjoint as QuadratureAdjoint
+from .gradients import ReversibleAdjoint as ReversibleAdjoint
 from .gradients import default_checkpoints as default_checkpoints
 from .measure import MemoryReport as MemoryReport
 from .measure import RSSReport as RSSReport
@@ -43,6 +47,11 @@ from .recurrence import linear_recurrence_vjp as linear_recurrence_vjp
 from .recurrence import reverse_linear_recurrence as reverse_linear_recurrence
 from .recurrence import windowed_adjoint_states as windowed_adjoint_states
 from .recurrence import windowed_adjoint_states_literal as windowed_adjoint_states_literal
+
+# Algebraically reversible solvers (reversible.py), for ReversibleAdjoint.
+from .reversible import AbstractReversibleSolver as AbstractReversibleSolver
+from .reversible import Reversible as Reversible
+from .reversible import ReversibleHeun as ReversibleHeun
 
 # SDE solves on stored Brownian increments (sde.py).
 from .sde import BrownianIncrements as BrownianIncrements

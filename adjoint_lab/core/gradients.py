@@ -14,11 +14,22 @@ import math
 import diffrax
 import equinox as eqx
 
+from .adjoints import (
+    GaussDiffraxAdjoint,
+    InterpolatingDiffraxAdjoint,
+    QuadratureDiffraxAdjoint,
+    ReversibleDiffraxAdjoint,
+)
+
 __all__ = [
     "AbstractGradientMethod",
     "BacksolveAdjoint",
     "CheckpointedBackprop",
     "DirectBackprop",
+    "GaussAdjoint",
+    "InterpolatingAdjoint",
+    "QuadratureAdjoint",
+    "ReversibleAdjoint",
     "default_checkpoints",
 ]
 
@@ -269,3 +280,198 @@ def _replace_error_control(
         f"`{type(controller).__name__}`. Use a PIDController, or leave "
         "`seminorm=False, rtol=None, atol=None` to reuse the forward controller as it is."
     )
+
+
+# --------------------------------------------------------------------------------------
+# Reversible and continuous adjoints written for adjoint_lab (see `adjoints.py`).
+
+
+def _continuous_controller(
+    owner: str,
+    controller: diffrax.AbstractStepSizeController,
+    rtol: float | None,
+    atol: float | None,
+) -> diffrax.AbstractStepSizeController:
+    changes = {}
+    if rtol is not None:
+        changes["rtol"] = rtol
+    if atol is not None:
+        changes["atol"] = atol
+    if not isinstance(controller, diffrax.AbstractAdaptiveStepSizeController):
+        if changes:
+            raise ValueError(
+                f"`{owner}(rtol=..., atol=...)` sets the error control of the backward solve, "
+                f"but the forward solve uses `{type(controller).__name__}`, so the backward "
+                "solve takes constant steps of dt0 and has no error control. Pass an adaptive "
+                "controller to `solve` (e.g. `diffrax.PIDController(rtol=1e-6, atol=1e-8)`), "
+                "or leave `rtol=None, atol=None`."
+            )
+        if isinstance(controller, diffrax.StepTo):
+            raise ValueError(
+                f"`{owner}()` solves the adjoint equations on a grid of its own, which "
+                "`diffrax.StepTo` cannot give; use `ConstantStepSize` (pass `dt0`) or an "
+                "adaptive controller such as `diffrax.PIDController(rtol=1e-6, atol=1e-8)`."
+            )
+        return controller
+    return _replace_error_control(controller, changes)
+
+
+def _check_nodes(owner: str, nodes: object) -> None:
+    if not _is_int(nodes) or not 1 <= nodes <= 16:
+        raise ValueError(
+            f"`{owner}(nodes={nodes!r})`: `nodes` is the number of Gauss-Legendre points per "
+            "step, an int from 1 to 16 (3 integrates exactly to degree 5, enough for Tsit5)."
+        )
+
+
+class ReversibleAdjoint(AbstractGradientMethod):
+    """Exact gradients of a reversible solve in O(1) memory: step backwards, one VJP per step.
+
+    Needs an algebraically reversible solver, `Reversible(solver)` (any explicit Runge-Kutta
+    solver, McCallum and Foster 2024) or `ReversibleHeun()` (Kidger et al. 2021). The forward
+    pass stores no solver states; the backward pass rebuilds each state from the next one by
+    the solver's closed-form inverse step and backpropagates through that step, so the
+    gradient is that of the discrete solve (as `CheckpointedBackprop` would compute it, up to
+    floating-point rounding of the reconstruction) while memory does not grow with the
+    number of steps. Constant steps (`ConstantStepSize`, `StepTo`) store nothing per step; an
+    adaptive solve stores the times of its accepted steps (one scalar per step of
+    `max_steps`). `SaveAt(t0=..., t1=..., ts=...)` is supported; outputs between steps are
+    the solver's linear interpolation. Gradients are with respect to `y0`, `args` and the
+    arrays inside the vector field (not arrays it closes over).
+
+    Reconstruction can amplify rounding errors on long or stiff solves; use float64 or a
+    coupling < 1 (the default 0.999 of `Reversible`) if the gradient drifts.
+
+    **Arguments:**
+
+    - `max_steps`: the step budget of the solve.
+
+    ??? cite "References"
+
+        McCallum and Foster, "Efficient, Accurate and Stable Gradients for Neural ODEs",
+        2024. Kidger, Foster, Li and Lyons, "Efficient and Accurate Gradients for Neural
+        SDEs", NeurIPS 2021.
+    """
+
+    max_steps: int = eqx.field(default=4096, static=True)
+
+    def __check_init__(self):
+        _check_max_steps("ReversibleAdjoint", self.max_steps)
+
+    def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
+        del controller
+        return ReversibleDiffraxAdjoint()
+
+
+class InterpolatingAdjoint(AbstractGradientMethod):
+    """The continuous adjoint, reading y(t) from the forward solve's dense interpolant.
+
+    Like `BacksolveAdjoint` it solves the adjoint equations for the adjoint state and the
+    parameter gradient (|y| + |theta| channels) backwards from t1 to t0, but instead of
+    re-solving y backwards (unstable when the forward flow contracts, e.g. stiff or
+    dissipative problems) it evaluates the forward solver's own interpolant, stored on the
+    forward pass: memory grows with `max_steps` (one interpolation record per step). The
+    gradient approximates the exact ODE gradient to the tolerance of the backward solve
+    (SciMLSensitivity's `InterpolatingAdjoint`).
+
+    The backward solve uses the forward solver and controller (constant steps of dt0, or a
+    copy of the adaptive controller with `rtol`/`atol` replaced when given).
+
+    **Arguments:**
+
+    - `checkpoints`: reserved for a checkpointed interpolant; only `None` (store the whole
+        interpolant) is implemented.
+    - `rtol`, `atol`: tolerances of the backward solve (adaptive solves only).
+    - `max_steps`: the step budget of the forward and of the backward solve.
+
+    ??? cite "References"
+
+        Rackauckas et al., "Universal Differential Equations for Scientific Machine
+        Learning", 2020 (SciMLSensitivity.jl's adjoint methods).
+    """
+
+    checkpoints: int | None = eqx.field(default=None, static=True)
+    rtol: float | None = eqx.field(default=None, static=True)
+    atol: float | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=4096, static=True)
+
+    def __check_init__(self):
+        if self.checkpoints is not None:
+            raise NotImplementedError(
+                f"`InterpolatingAdjoint(checkpoints={self.checkpoints!r})`: a checkpointed "
+                "interpolant is not implemented yet; use `checkpoints=None` (the whole dense "
+                "interpolant, memory ~ max_steps), or `ReversibleAdjoint()` / "
+                "`CheckpointedBackprop()` when memory is the constraint."
+            )
+        _check_tolerance(InterpolatingAdjoint, "rtol", self.rtol)
+        _check_tolerance(InterpolatingAdjoint, "atol", self.atol)
+        _check_max_steps("InterpolatingAdjoint", self.max_steps)
+
+    def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
+        backward = _continuous_controller("InterpolatingAdjoint", controller, self.rtol, self.atol)
+        return InterpolatingDiffraxAdjoint(controller=backward)
+
+
+class QuadratureAdjoint(AbstractGradientMethod):
+    """The continuous adjoint with the parameter gradient by a separate quadrature.
+
+    The backward pass solves only the adjoint state lam (|y| channels) from t1 to t0, with
+    y(t) from the forward solve's dense interpolant, and stores lam's dense interpolant too;
+    the parameter gradient, the integral of lam^T df/dtheta over [t0, t1], is then computed
+    by `nodes`-point Gauss-Legendre quadrature over every step of the forward solve. Memory
+    grows with `max_steps` (both interpolants). SciMLSensitivity's `QuadratureAdjoint`.
+
+    **Arguments:**
+
+    - `nodes`: Gauss-Legendre points per forward step (default 3).
+    - `rtol`, `atol`: tolerances of the backward solve (adaptive solves only).
+    - `max_steps`: the step budget of the forward and of the backward solve.
+    """
+
+    nodes: int = eqx.field(default=3, static=True)
+    rtol: float | None = eqx.field(default=None, static=True)
+    atol: float | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=4096, static=True)
+
+    def __check_init__(self):
+        _check_nodes("QuadratureAdjoint", self.nodes)
+        _check_tolerance(QuadratureAdjoint, "rtol", self.rtol)
+        _check_tolerance(QuadratureAdjoint, "atol", self.atol)
+        _check_max_steps("QuadratureAdjoint", self.max_steps)
+
+    def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
+        backward = _continuous_controller("QuadratureAdjoint", controller, self.rtol, self.atol)
+        return QuadratureDiffraxAdjoint(controller=backward, nodes=self.nodes)
+
+
+class GaussAdjoint(AbstractGradientMethod):
+    """The continuous adjoint with the parameter gradient by Gauss-Legendre on each step.
+
+    The backward pass solves only the adjoint state lam (|y| channels, so the error control
+    and, for implicit solvers, the Newton systems are |y|-sized) from t1 to t0, with y(t)
+    from the forward solve's dense interpolant; after every accepted backward step it adds
+    the `nodes`-point Gauss-Legendre quadrature of lam^T df/dtheta over that step, on the
+    step's own interpolant of lam. Memory grows with `max_steps` (the forward interpolant)
+    but not with the backward steps. SciMLSensitivity's `GaussAdjoint`.
+
+    **Arguments:**
+
+    - `nodes`: Gauss-Legendre points per backward step (default 3).
+    - `rtol`, `atol`: tolerances of the backward solve (adaptive solves only).
+    - `max_steps`: the step budget of the forward and of the backward solve.
+    """
+
+    nodes: int = eqx.field(default=3, static=True)
+    rtol: float | None = eqx.field(default=None, static=True)
+    atol: float | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=4096, static=True)
+
+    def __check_init__(self):
+        _check_nodes("GaussAdjoint", self.nodes)
+        _check_tolerance(GaussAdjoint, "rtol", self.rtol)
+        _check_tolerance(GaussAdjoint, "atol", self.atol)
+        _check_max_steps("GaussAdjoint", self.max_steps)
+
+    def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
+        backward = _continuous_controller("GaussAdjoint", controller, self.rtol, self.atol)
+        return GaussDiffraxAdjoint(controller=backward, nodes=self.nodes)

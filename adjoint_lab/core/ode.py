@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Int, PyTree, Real
 
 from .gradients import AbstractGradientMethod, CheckpointedBackprop
+from .reversible import Reversible, ReversibleHeun
 
 __all__ = ["EvaluationCount", "Integrator", "Solution", "count_evaluations", "solve"]
 
@@ -182,7 +183,7 @@ def solve(
         refills = sol.controller_state[2] if count_refills else jnp.minimum(num_steps, 1)
         nfe = (rule.stages - 1) * num_steps + refills
     else:
-        nfe = rule.stages * num_steps
+        nfe = rule.stages * num_steps + rule.initial
     stats = {
         "num_steps": num_steps,
         "num_accepted_steps": jnp.asarray(sol.stats["num_accepted_steps"]),
@@ -250,14 +251,23 @@ class Integrator(eqx.Module):
 class _EvaluationRule:
     stages: int
     fsal: bool
+    # Evaluations of `solver.init` (once per solve), for solvers that are not FSAL.
+    initial: int = 0
 
 
 def _evaluation_rule(
     solver: diffrax.AbstractSolver,
     controller: diffrax.AbstractStepSizeController,
 ) -> _EvaluationRule | None:
+    initial = 0
     if isinstance(solver, diffrax.Euler):
         stages, fsal = 1, False
+    elif isinstance(solver, Reversible):
+        # A forward base step with its error estimate, and a backward one without.
+        tableau = solver._tableau
+        stages, fsal = tableau.error_stages + tableau.solution_stages, False
+    elif isinstance(solver, ReversibleHeun):
+        stages, fsal, initial = 1, False, 1
     elif isinstance(solver, diffrax.AbstractRungeKutta) and isinstance(
         solver.tableau, diffrax.ButcherTableau
     ):
@@ -275,7 +285,7 @@ def _evaluation_rule(
     # dt0=0.01 with no evaluations. `test_ode.py` checks this against counted evaluations.
     if not isinstance(inner, diffrax.PIDController | diffrax.ConstantStepSize | diffrax.StepTo):
         return None
-    return _EvaluationRule(stages=stages, fsal=fsal)
+    return _EvaluationRule(stages=stages, fsal=fsal, initial=initial)
 
 
 class _CountFirstStages(diffrax.AbstractAdaptiveStepSizeController):

@@ -1,0 +1,674 @@
+"""The diffrax adjoints behind the reversible, interpolating, quadrature and Gauss methods.
+
+Each class here is a `diffrax.AbstractAdjoint`: its `loop` runs diffrax's own solve loop as
+the forward pass, inside a custom VJP whose backward pass is the method's own. The public
+entry points are the gradient methods in `gradients.py` (`ReversibleAdjoint`,
+`InterpolatingAdjoint`, `QuadratureAdjoint`, `GaussAdjoint`), whose `to_diffrax` returns
+these.
+
+Conventions: inside `loop` times are diffrax's direction-normalised times tau (increasing
+from t0 to t1) and the terms are wrapped accordingly. The continuous adjoints integrate the
+adjoint state backwards in the reversed time sigma = -tau, so that every nested solve runs
+forwards in its own time. For dy/dtau = v(tau, y, p) the adjoint equations are
+
+    dlam/dsigma = (dv/dy)^T lam,    dmu/dsigma = (dv/dp)^T lam,
+
+with lam(t1) = dL/dy(t1) (plus a jump dL/dy(t_i) at every saved time) and
+mu(t0) = dL/dp; dL/dy0 = lam(t0).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools as ft
+from typing import Any, ClassVar
+
+import diffrax
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from diffrax._integrate import SaveState
+from diffrax._misc import linear_rescale
+from diffrax._saveat import save_y
+from diffrax._term import WrapTerm
+
+from .reversible import AbstractReversibleSolver, _add, _combine, _velocity_of
+
+__all__ = [
+    "GaussDiffraxAdjoint",
+    "InterpolatingDiffraxAdjoint",
+    "QuadratureDiffraxAdjoint",
+    "ReversibleDiffraxAdjoint",
+]
+
+_lax_loop = ft.partial(eqxi.while_loop, kind="lax")
+
+
+def _zeros_like(tree):
+    return jtu.tree_map(jnp.zeros_like, tree)
+
+
+def _is_subsaveat(x):
+    return isinstance(x, diffrax.SubSaveAt)
+
+
+def _velocity_p(static_p):
+    """velocity(tau, y, diff_p) from the (args, terms) split into arrays and the rest."""
+
+    def velocity(t, y, p):
+        args, terms = eqx.combine(p, static_p)
+        return _velocity_of(terms, args)(t, y)
+
+    return velocity
+
+
+def _check_common(name: str, terms, saveat, event, passed_solver_state, passed_controller_state):
+    if event is not None:
+        raise NotImplementedError(f"`{name}` does not support events (`diffrax.Event`).")
+    if not (isinstance(terms, WrapTerm) and isinstance(terms.term, diffrax.ODETerm)):
+        raise NotImplementedError(
+            f"`{name}` supports ODEs with a single vector field (`diffrax.ODETerm`) only."
+        )
+    subs = saveat.subs
+    if not _is_subsaveat(subs):
+        raise NotImplementedError(
+            f"`{name}` does not support `SaveAt(subs=...)`; use `SaveAt(t0=..., t1=..., ts=...)`."
+        )
+    if saveat.dense or subs.steps or subs.fn is not save_y:
+        raise NotImplementedError(
+            f"`{name}` supports `SaveAt(t0=..., t1=..., ts=...)` only, not `steps=True`, "
+            "`dense=True` or `fn=...`."
+        )
+    if passed_solver_state or passed_controller_state:
+        raise NotImplementedError(
+            f"`{name}` does not support `diffeqsolve(solver_state=..., controller_state=...)`."
+        )
+
+
+def _split_cotangents(saveat, ys, grad_ys):
+    """The cotangents of the saved outputs, as (at t0 or None, at ts or None, at t1 or None)."""
+    grad_ys = jtu.tree_map(lambda y, g: jnp.zeros_like(y) if g is None else g, ys, grad_ys)
+    subs = saveat.subs
+    n0 = 1 if subs.t0 else 0
+    nts = 0 if subs.ts is None else len(subs.ts)
+    g0 = jtu.tree_map(lambda g: g[0], grad_ys) if subs.t0 else None
+    gts = jtu.tree_map(lambda g: g[n0 : n0 + nts], grad_ys) if nts else None
+    g1 = jtu.tree_map(lambda g: g[-1], grad_ys) if subs.t1 else None
+    return g0, gts, g1
+
+
+def _stop_gradient(tree):
+    return jtu.tree_map(lambda x: lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
+
+
+class _CustomLoopAdjoint(diffrax.AbstractAdjoint):
+    """Runs diffrax's loop forwards inside a custom VJP whose backward pass is `_backward`."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def _forward(self, *, y0, args, terms, init_state, **kwargs):
+        """Returns `(final_state, aux_stats, residuals)`."""
+
+    @abc.abstractmethod
+    def _backward(self, residuals, grad_ys, *, y0, args, terms, **kwargs):
+        """Returns the cotangents of `(y0, args, terms)` (arrays only)."""
+
+    def _check(self, solver, stepsize_controller):
+        del solver, stepsize_controller
+
+    def loop(
+        self,
+        *,
+        args,
+        terms,
+        solver,
+        saveat,
+        init_state,
+        passed_solver_state,
+        passed_controller_state,
+        event,
+        **kwargs,
+    ):
+        _check_common(self.name, terms, saveat, event, passed_solver_state, passed_controller_state)
+        self._check(solver, kwargs["stepsize_controller"])
+        y0 = init_state.y
+        # `diffeqsolve` computed the initial solver state from y0 outside this function; it
+        # is used as a value only, and its dependence on y0 is handled by `_backward`.
+        init_state = _stop_gradient(eqx.tree_at(lambda s: s.y, init_state, object()))
+        final_state, aux_stats = _custom_loop(
+            (y0, args, terms),
+            adjoint=self,
+            solver=solver,
+            saveat=saveat,
+            init_state=init_state,
+            event=event,
+            **kwargs,
+        )
+        # Only the saved outputs carry gradients; everything else (counters, result codes,
+        # the final solver state) is cut off, as `_custom_loop_bwd` only reads the outputs.
+        ys = final_state.save_state.ys
+        final_state = _stop_gradient(eqx.tree_at(lambda s: s.save_state.ys, final_state, None))
+        final_state = eqx.tree_at(
+            lambda s: s.save_state.ys, final_state, ys, is_leaf=lambda x: x is None
+        )
+        return final_state, aux_stats
+
+    def _run(self, *, y0, args, terms, init_state, **kwargs):
+        kwargs.pop("throw", None)
+        init_state = eqx.tree_at(lambda s: s.y, init_state, y0)
+        return self._loop(
+            args=args,
+            terms=terms,
+            init_state=init_state,
+            inner_while_loop=_lax_loop,
+            outer_while_loop=_lax_loop,
+            **kwargs,
+        )
+
+
+@eqx.filter_custom_vjp
+def _custom_loop(y0_args_terms, *, adjoint, **kwargs):
+    y0, args, terms = y0_args_terms
+    final_state, aux_stats, _ = adjoint._forward(y0=y0, args=args, terms=terms, **kwargs)
+    return final_state, aux_stats
+
+
+@_custom_loop.def_fwd
+def _custom_loop_fwd(perturbed, y0_args_terms, *, adjoint, **kwargs):
+    del perturbed
+    y0, args, terms = y0_args_terms
+    final_state, aux_stats, residuals = adjoint._forward(y0=y0, args=args, terms=terms, **kwargs)
+    return (final_state, aux_stats), (final_state.save_state.ys, residuals)
+
+
+@_custom_loop.def_bwd
+def _custom_loop_bwd(residuals, grads, perturbed, y0_args_terms, *, adjoint, **kwargs):
+    del perturbed
+    ys, residuals = residuals
+    grad_final_state, _ = grads
+    grad_ys = getattr(getattr(grad_final_state, "save_state", None), "ys", None)
+    if grad_ys is None:
+        grad_ys = _zeros_like(ys)
+    y0, args, terms = y0_args_terms
+    g0, gts, g1 = _split_cotangents(kwargs["saveat"], ys, grad_ys)
+    return adjoint._backward(residuals, (g0, gts, g1), y0=y0, args=args, terms=terms, **kwargs)
+
+
+def _no_output(t, y, args):
+    del t, y, args
+    return jnp.zeros((0,))
+
+
+def _constant_grid(t0, t1, dt0):
+    """The step ends of `diffrax.ConstantStepSize` as a function of the step index.
+
+    They are recomputed rather than stored, so that the backward pass needs O(1) memory; the
+    formula is that of diffrax 0.7's controller and loop (`test_adjoints.py` checks it):
+    t_1 = min(t0 + dt0, t1), t_k = t0 + (t1 - t0) k / N for k >= 2, t_N = t1, with
+    N = ceil((t1 - t0) / nextafter(dt0)) and ends within 100 ulp of t1 rounded to t1.
+    """
+    num = jnp.astype(jnp.ceil((t1 - t0) / eqxi.nextafter(dt0)), jnp.int32)
+    floor = t1
+    for _ in range(100):
+        floor = eqxi.prevbefore(floor)
+    dtype = jnp.result_type(t0, t1)
+
+    def time(k):
+        mid = t0 + (t1 - t0) * (jnp.astype(k, dtype) / jnp.astype(num, dtype))
+        t = jnp.where(k == num, t1, mid)
+        t = jnp.where(t > floor, t1, t)
+        t = jnp.where(k == 1, jnp.minimum(t0 + dt0, t1), t)
+        return jnp.where(k == 0, t0, t)
+
+    return time
+
+
+class ReversibleDiffraxAdjoint(_CustomLoopAdjoint):
+    """The backward pass of `ReversibleAdjoint`: rebuild each state by stepping backwards,
+    then one local VJP per step."""
+
+    name: ClassVar[str] = "ReversibleAdjoint"
+
+    def _check(self, solver, stepsize_controller):
+        if not isinstance(solver, AbstractReversibleSolver):
+            raise ValueError(
+                f"`ReversibleAdjoint()` needs an algebraically reversible solver, but the solve "
+                f"uses `{type(solver).__name__}`. Use `adjoint_lab.core.Reversible(solver)` "
+                "around an explicit Runge-Kutta solver (e.g. `Reversible(diffrax.Tsit5())`) or "
+                "`adjoint_lab.core.ReversibleHeun()` (not `diffrax.ReversibleHeun`)."
+            )
+
+    @staticmethod
+    def _stores_times(stepsize_controller) -> bool:
+        return not isinstance(stepsize_controller, diffrax.ConstantStepSize | diffrax.StepTo)
+
+    def _forward(self, *, y0, args, terms, init_state, saveat, max_steps, **kwargs):
+        controller = kwargs["stepsize_controller"]
+        if not self._stores_times(controller):
+            final_state, aux = self._run(
+                y0=y0,
+                args=args,
+                terms=terms,
+                init_state=init_state,
+                saveat=saveat,
+                max_steps=max_steps,
+                **kwargs,
+            )
+            times = None
+        else:
+            # An adaptive solve records its accepted step ends (a scalar per step, no states).
+            steps = diffrax.SubSaveAt(steps=True, fn=_no_output)
+            saveat2 = eqx.tree_at(lambda s: s.subs, saveat, (saveat.subs, steps))
+            time_dtype = jnp.result_type(init_state.tprev)
+            record = SaveState(
+                saveat_ts_index=0,
+                ts=jnp.full(max_steps, jnp.inf, dtype=time_dtype),
+                ys=jnp.zeros((max_steps, 0)),
+                save_index=0,
+            )
+            init2 = eqx.tree_at(lambda s: s.save_state, init_state, (init_state.save_state, record))
+            final_state, aux = self._run(
+                y0=y0,
+                args=args,
+                terms=terms,
+                init_state=init2,
+                saveat=saveat2,
+                max_steps=max_steps,
+                **kwargs,
+            )
+            user, record = final_state.save_state
+            final_state = eqx.tree_at(lambda s: s.save_state, final_state, user)
+            times = record.ts
+        residuals = (
+            final_state.y,
+            final_state.solver_state,
+            final_state.num_accepted_steps,
+            times,
+        )
+        return final_state, aux, residuals
+
+    def _backward(
+        self,
+        residuals,
+        grads,
+        *,
+        y0,
+        args,
+        terms,
+        solver,
+        saveat,
+        t0,
+        t1,
+        dt0,
+        stepsize_controller,
+        **kwargs,
+    ):
+        del kwargs
+        y_final, s_final, n, times = residuals
+        g0, gts, g1 = grads
+        diff_p, static_p = eqx.partition((args, terms), eqx.is_inexact_array)
+        velocity_p = _velocity_p(static_p)
+
+        if isinstance(stepsize_controller, diffrax.ConstantStepSize):
+            time = _constant_grid(t0, t1, dt0)
+        elif isinstance(stepsize_controller, diffrax.StepTo):
+            grid = jnp.asarray(stepsize_controller.ts)
+            time = lambda k: grid[k]  # noqa: E731
+        else:
+            time = lambda k: jnp.where(k == 0, t0, times[jnp.maximum(k - 1, 0)])  # noqa: E731
+
+        ts = saveat.subs.ts
+        has_ts = ts is not None
+        y_bar = _zeros_like(y0) if g1 is None else g1
+        s_bar = _zeros_like(s_final)
+        p_bar = _zeros_like(diff_p)
+
+        def cond(carry):
+            return carry[0] > 0
+
+        def body(carry):
+            k, y1, s1, y1_bar, s1_bar, p_bar, j = carry
+            ta, tb = time(k - 1), time(k)
+            extra = _zeros_like(y1_bar)
+            if has_ts:
+                # Outputs saved in this step are linear interpolations of its two ends.
+                def in_step(c):
+                    jj = c[0]
+                    return (jj >= 0) & ((ts[jnp.maximum(jj, 0)] > ta) | (k == 1))
+
+                def add_output(c):
+                    jj, yb, ex = c
+                    w = linear_rescale(ta, ts[jj], tb)
+                    g = jtu.tree_map(lambda x: x[jj], gts)
+                    yb = _combine((1, yb), (w, g))
+                    ex = _combine((1, ex), (1 - w, g))
+                    return jj - 1, yb, ex
+
+                j, y1_bar, extra = lax.while_loop(in_step, add_output, (j, y1_bar, extra))
+            y0_, s0, y0_bar, s0_bar, dp = solver.reverse_step(
+                velocity_p, diff_p, ta, tb, y1, s1, y1_bar, s1_bar
+            )
+            return k - 1, y0_, s0, _add(y0_bar, extra), s0_bar, _add(p_bar, dp), j
+
+        j0 = jnp.asarray(len(ts) - 1 if has_ts else -1)
+        carry = (n, y_final, s_final, y_bar, s_bar, p_bar, j0)
+        _, _, _, y_bar, s_bar, p_bar, j = lax.while_loop(cond, body, carry)
+        if has_ts:
+            # Outputs of a solve without steps (t0 == t1) are y0 itself.
+            mask = jnp.arange(len(ts)) <= j
+            y_bar = jtu.tree_map(
+                lambda yb, g: yb + jnp.tensordot(mask.astype(g.dtype), g, axes=1), y_bar, gts
+            )
+        if g0 is not None:
+            y_bar = _add(y_bar, g0)
+        # The initial solver state is a function of y0 (and, for ReversibleHeun, of p).
+        _, vjp = jax.vjp(
+            lambda y, p: solver.initial_state(lambda t, yy: velocity_p(t, yy, p), t0, y),
+            y0,
+            diff_p,
+        )
+        dy, dp = vjp(s_bar)
+        y_bar = _add(y_bar, dy)
+        p_bar = _add(p_bar, dp)
+        args_bar, terms_bar = p_bar
+        return y_bar, args_bar, terms_bar
+
+
+# --------------------------------------------------------------------------------------
+# Continuous adjoints on the forward solve's dense interpolant.
+
+
+class _AdjointField(eqx.Module):
+    """The adjoint vector fields in reversed time sigma, reading y from an interpolant."""
+
+    interp: Any
+    diff_p: Any
+    static_p: Any
+
+    def _vjp(self, sigma, wrt_p: bool):
+        tau = -sigma
+        y = self.interp.evaluate(tau)
+        velocity = _velocity_p(self.static_p)
+        if wrt_p:
+            _, vjp = jax.vjp(lambda yy, p: velocity(tau, yy, p), y, self.diff_p)
+        else:
+            _, vjp = jax.vjp(lambda yy: velocity(tau, yy, self.diff_p), y)
+        return vjp
+
+    def state_rate(self, sigma, lam):
+        (dlam,) = self._vjp(sigma, wrt_p=False)(lam)
+        return dlam
+
+    def param_rate(self, sigma, lam):
+        # Only the parameter half of the VJP is used; XLA drops the other half.
+        return self._vjp(sigma, wrt_p=True)(lam)[1]
+
+    def both(self, sigma, state, args):
+        del args
+        lam, _ = state
+        return tuple(self._vjp(sigma, wrt_p=True)(lam))
+
+    def lam_only(self, sigma, lam, args):
+        del args
+        return self.state_rate(sigma, lam)
+
+
+def _gauss_legendre(nodes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    return tuple(float(v) for v in x), tuple(float(v) for v in w)
+
+
+def _quadrature(rate, a, b, lam_at, nodes):
+    """int_a^b rate(sigma, lam(sigma)) dsigma by `nodes`-point Gauss-Legendre."""
+    xs, ws = _gauss_legendre(nodes)
+    half = (b - a) / 2
+    total = None
+    for x, w in zip(xs, ws, strict=True):
+        sigma = a + half * (x + 1)
+        r = rate(sigma, lam_at(sigma))
+        term = _combine((half * w, r))
+        total = term if total is None else _add(total, term)
+    return total
+
+
+class _GaussLegendreSolver(diffrax.AbstractSolver):
+    """Wraps the backward solver of lam: after each step, adds the Gauss-Legendre quadrature
+    of the parameter rate over the step (on the step's own interpolant of lam) to mu, carried
+    in the solver state, so that rejected steps add nothing and the error control sees lam
+    only."""
+
+    inner: diffrax.AbstractSolver
+    field: _AdjointField
+    nodes: int = eqx.field(static=True)
+
+    @property
+    def term_structure(self):
+        return self.inner.term_structure
+
+    @property
+    def interpolation_cls(self):  # pyright: ignore
+        return self.inner.interpolation_cls
+
+    def order(self, terms):
+        return self.inner.order(terms)
+
+    def error_order(self, terms):
+        return self.inner.error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        return self.inner.init(terms, t0, t1, y0, args), _zeros_like(self.field.diff_p)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        inner_state, mu = solver_state
+        y1, err, dense_info, inner_state, result = self.inner.step(
+            terms, t0, t1, y0, args, inner_state, made_jump
+        )
+        local = self.inner.interpolation_cls(t0=t0, t1=t1, **dense_info)
+        mu = _add(mu, _quadrature(self.field.param_rate, t0, t1, local.evaluate, self.nodes))
+        return y1, err, dense_info, (inner_state, mu), result
+
+    def func(self, terms, t0, y0, args):
+        return self.inner.func(terms, t0, y0, args)
+
+
+class _ContinuousAdjoint(_CustomLoopAdjoint):
+    """Forward: diffrax's loop with the dense interpolant stored. Backward: integrate the
+    adjoint equations from the last saved time to t0, adding the output cotangents at the
+    saved times, with `_integrate` (per method) between them."""
+
+    controller: diffrax.AbstractStepSizeController
+
+    def _forward(self, *, y0, args, terms, init_state, saveat, max_steps, solver, **kwargs):
+        saveat2 = eqx.tree_at(lambda s: s.dense, saveat, True)
+        _, _, info, _, _ = eqx.filter_eval_shape(
+            solver.step,
+            terms,
+            init_state.tprev,
+            init_state.tnext,
+            y0,
+            args,
+            init_state.solver_state,
+            False,
+        )
+        time_dtype = jnp.result_type(init_state.tprev)
+        dense_ts = jnp.full(max_steps + 1, jnp.inf, dtype=time_dtype)
+        dense_infos = jtu.tree_map(lambda x: jnp.zeros((max_steps,) + x.shape, x.dtype), info)
+        init2 = eqx.tree_at(
+            lambda s: (s.dense_ts, s.dense_infos, s.dense_save_index),
+            init_state,
+            (dense_ts, dense_infos, 0),
+            is_leaf=lambda x: x is None,
+        )
+        final_state, aux = self._run(
+            y0=y0,
+            args=args,
+            terms=terms,
+            init_state=init2,
+            saveat=saveat2,
+            max_steps=max_steps,
+            solver=solver,
+            **kwargs,
+        )
+        residuals = (
+            final_state.dense_ts,
+            final_state.dense_infos,
+            final_state.dense_save_index,
+            final_state.tprev,
+        )
+        final_state = eqx.tree_at(
+            lambda s: (s.dense_ts, s.dense_infos, s.dense_save_index),
+            final_state,
+            (None, None, None),
+        )
+        return final_state, aux, residuals
+
+    @abc.abstractmethod
+    def _integrate(self, field, lam, mu, tau_hi, tau_lo, *, solver, dt0, max_steps, dense):
+        """Integrate (lam, mu) from tau_hi back to tau_lo; returns (lam, mu)."""
+
+    def _nested_solve(self, term, solver, y0, tau_hi, tau_lo, dt0, max_steps, saveat):
+        return diffrax.diffeqsolve(
+            term,
+            solver,
+            -tau_hi,
+            -tau_lo,
+            dt0,
+            y0,
+            saveat=saveat,
+            stepsize_controller=self.controller,
+            adjoint=diffrax.ForwardMode(),
+            max_steps=max_steps,
+            throw=True,
+        )
+
+    def _backward(
+        self, residuals, grads, *, y0, args, terms, solver, saveat, t0, dt0, max_steps, **kwargs
+    ):
+        del kwargs
+        dense_ts, dense_infos, dense_index, t_end = residuals
+        g0, gts, g1 = grads
+        diff_p, static_p = eqx.partition((args, terms), eqx.is_inexact_array)
+        interp = diffrax.DenseInterpolation(
+            ts=dense_ts,
+            ts_size=dense_index + 1,
+            infos=dense_infos,
+            interpolation_cls=solver.interpolation_cls,
+            direction=1,
+            t0_if_trivial=t0,
+            y0_if_trivial=y0,
+        )
+        field = _AdjointField(interp, diff_p, static_p)
+        dense = (dense_ts, dense_index)
+        integrate = ft.partial(
+            self._integrate, field, solver=solver, dt0=dt0, max_steps=max_steps, dense=dense
+        )
+
+        lam = _zeros_like(y0) if g1 is None else g1
+        mu = _zeros_like(diff_p)
+        ts = saveat.subs.ts
+        if ts is None:
+            lam, mu = integrate(lam, mu, t_end, t0)
+        else:
+            # One scan over the pieces between saved times, the last one ending at t0 with no
+            # output there (so that the nested solve is traced once).
+            stops = jnp.concatenate([jnp.asarray(t0, ts.dtype)[None], ts])
+            jumps = jtu.tree_map(lambda g: jnp.concatenate([jnp.zeros_like(g[:1]), g]), gts)
+
+            def scan_fn(carry, x):
+                lam, mu, tau = carry
+                t_i, g_i = x
+                lam, mu = integrate(lam, mu, tau, t_i)
+                return (_add(lam, g_i), mu, t_i), None
+
+            (lam, mu, _), _ = lax.scan(scan_fn, (lam, mu, t_end), (stops, jumps), reverse=True)
+        if g0 is not None:
+            lam = _add(lam, g0)
+        args_bar, terms_bar = mu
+        return lam, args_bar, terms_bar
+
+
+class InterpolatingDiffraxAdjoint(_ContinuousAdjoint):
+    """The backward pass of `InterpolatingAdjoint`: (lam, mu) together, y from the
+    interpolant."""
+
+    name: ClassVar[str] = "InterpolatingAdjoint"
+
+    def _integrate(self, field, lam, mu, tau_hi, tau_lo, *, solver, dt0, max_steps, dense):
+        del dense
+        sol = self._nested_solve(
+            diffrax.ODETerm(field.both),
+            solver,
+            (lam, mu),
+            tau_hi,
+            tau_lo,
+            dt0,
+            max_steps,
+            diffrax.SaveAt(t1=True),
+        )
+        return jtu.tree_map(lambda x: x[0], sol.ys)
+
+
+class GaussDiffraxAdjoint(_ContinuousAdjoint):
+    """The backward pass of `GaussAdjoint`: lam only, mu by Gauss-Legendre on each backward
+    step's interpolants."""
+
+    name: ClassVar[str] = "GaussAdjoint"
+    nodes: int = eqx.field(static=True, default=3)
+
+    def _integrate(self, field, lam, mu, tau_hi, tau_lo, *, solver, dt0, max_steps, dense):
+        del dense
+        wrapped = _GaussLegendreSolver(solver, field, self.nodes)
+        sol = self._nested_solve(
+            diffrax.ODETerm(field.lam_only),
+            wrapped,
+            lam,
+            tau_hi,
+            tau_lo,
+            dt0,
+            max_steps,
+            diffrax.SaveAt(t1=True, solver_state=True),
+        )
+        lam = jtu.tree_map(lambda x: x[0], sol.ys)
+        _, dmu = sol.solver_state
+        return lam, _add(mu, dmu)
+
+
+class QuadratureDiffraxAdjoint(_ContinuousAdjoint):
+    """The backward pass of `QuadratureAdjoint`: lam only (stored densely), then mu by a
+    separate Gauss-Legendre quadrature over the forward solve's steps."""
+
+    name: ClassVar[str] = "QuadratureAdjoint"
+    nodes: int = eqx.field(static=True, default=3)
+
+    def _integrate(self, field, lam, mu, tau_hi, tau_lo, *, solver, dt0, max_steps, dense):
+        dense_ts, dense_index = dense
+        sol = self._nested_solve(
+            diffrax.ODETerm(field.lam_only),
+            solver,
+            lam,
+            tau_hi,
+            tau_lo,
+            dt0,
+            max_steps,
+            diffrax.SaveAt(t1=True, dense=True),
+        )
+        lam_new = jtu.tree_map(lambda x: x[0], sol.ys)
+        valid = jnp.where(jnp.arange(dense_ts.shape[0]) <= dense_index, dense_ts, jnp.inf)
+        k_lo = jnp.maximum(jnp.searchsorted(valid, tau_lo, side="right") - 1, 0)
+        k_hi = jnp.minimum(jnp.searchsorted(valid, tau_hi, side="left"), dense_index)
+
+        def body(k, mu):
+            a = jnp.maximum(valid[k], tau_lo)
+            b = jnp.minimum(valid[k + 1], tau_hi)
+            b = jnp.maximum(a, b)
+            # In sigma = -tau the piece runs from -b to -a.
+            piece = _quadrature(field.param_rate, -b, -a, sol.evaluate, self.nodes)
+            return _add(mu, piece)
+
+        mu = lax.fori_loop(k_lo, k_hi, body, mu)
+        return lam_new, mu
