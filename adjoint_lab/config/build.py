@@ -17,15 +17,24 @@ from ..core.gradients import (
     BacksolveAdjoint,
     CheckpointedBackprop,
     DirectBackprop,
+    GaussAdjoint,
+    InterpolatingAdjoint,
+    QuadratureAdjoint,
+    ReversibleAdjoint,
 )
 from ..core.ode import Integrator
+from ..core.reversible import Reversible, ReversibleHeun
 from .errors import ConfigError
 from .schema import (
     ODE_GRADIENTS,
     BacksolveConfig,
     CheckpointedConfig,
     DirectConfig,
+    GaussConfig,
     GradientConfig,
+    InterpolatingConfig,
+    QuadratureConfig,
+    ReversibleConfig,
     SolverConfig,
 )
 
@@ -51,6 +60,16 @@ _ODE_METHODS: dict[type[GradientConfig], Callable[..., AbstractGradientMethod]] 
         seminorm=c.seminorm, rtol=c.adjoint_rtol, atol=c.adjoint_atol, max_steps=c.max_steps
     ),
     DirectConfig: lambda c: DirectBackprop(max_steps=c.max_steps),
+    ReversibleConfig: lambda c: ReversibleAdjoint(max_steps=c.max_steps),
+    InterpolatingConfig: lambda c: InterpolatingAdjoint(
+        checkpoints=c.checkpoints, rtol=c.adjoint_rtol, atol=c.adjoint_atol, max_steps=c.max_steps
+    ),
+    QuadratureConfig: lambda c: QuadratureAdjoint(
+        nodes=c.nodes, rtol=c.adjoint_rtol, atol=c.adjoint_atol, max_steps=c.max_steps
+    ),
+    GaussConfig: lambda c: GaussAdjoint(
+        nodes=c.nodes, rtol=c.adjoint_rtol, atol=c.adjoint_atol, max_steps=c.max_steps
+    ),
 }
 
 
@@ -93,6 +112,18 @@ def build_integrator(solver: SolverConfig, gradient: GradientConfig | None = Non
     else:
         controller = diffrax.ConstantStepSize()
     parts = {} if gradient is None else {"gradient": build_gradient(gradient)}
-    return Integrator(
-        solver=_SOLVERS[solver.name](), controller=controller, dt0=solver.dt0, **parts
-    )
+    method = _SOLVERS[solver.name]()
+    if isinstance(gradient, ReversibleConfig):
+        # The reversible adjoint needs a reversible solver: the configured one, made reversible.
+        if gradient.reversible_heun:
+            if solver.name != "heun":
+                raise ConfigError(
+                    "gradient.reversible_heun",
+                    True,
+                    f"reversible Heun replaces solver=heun, not solver={solver.name}; "
+                    "set solver=heun, or drop reversible_heun to wrap the solver in Reversible",
+                )
+            method = ReversibleHeun()
+        else:
+            method = Reversible(method, coupling=gradient.coupling)
+    return Integrator(solver=method, controller=controller, dt0=solver.dt0, **parts)

@@ -26,7 +26,15 @@ SOLVERS = (
     "kvaerno4",
     "kvaerno5",
 )
-ODE_GRADIENTS = ("checkpointed", "backsolve", "direct")
+ODE_GRADIENTS = (
+    "checkpointed",
+    "backsolve",
+    "direct",
+    "reversible",
+    "interpolating",
+    "quadrature",
+    "gauss",
+)
 # Gradient methods of the SSM language model (`adjoint_lab.ssm.METHODS`); `checkpointed` is
 # shared: binomial checkpoints for an ODE solve, chunk boundary states for an SSM.
 SSM_GRADIENTS = ("backprop", "remat", "adjoint_paper", "adjoint", "truncated", "checkpointed")
@@ -197,6 +205,73 @@ class DirectConfig(GradientConfig):
         _max_steps_positive(self)
 
 
+@dataclass(frozen=True)
+class ReversibleConfig(GradientConfig):
+    """Exact O(1)-memory gradients through an algebraically reversible solve
+    (`core.ReversibleAdjoint`): the `solver` is wrapped in `core.Reversible` with `coupling`
+    (McCallum & Foster 2024); `solver=heun` with `reversible_heun=true` uses reversible Heun."""
+
+    name: str = "reversible"
+    coupling: float = 0.999
+    reversible_heun: bool = False
+    max_steps: int = 4096
+
+    def validate(self) -> None:
+        super().validate()
+        _max_steps_positive(self)
+        require(0 < self.coupling <= 1, "coupling", self.coupling, "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class InterpolatingConfig(GradientConfig):
+    """The adjoint ODE solved backwards on the forward solve's dense interpolant
+    (`core.InterpolatingAdjoint`); `checkpoints` bounds the stored interpolant (null: all)."""
+
+    name: str = "interpolating"
+    checkpoints: int | None = None
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+    max_steps: int = 4096
+
+    def validate(self) -> None:
+        super().validate()
+        _max_steps_positive(self)
+
+
+@dataclass(frozen=True)
+class QuadratureConfig(GradientConfig):
+    """Only the adjoint state solved backwards; the parameter gradient by a separate
+    quadrature with `nodes` points per step (`core.QuadratureAdjoint`)."""
+
+    name: str = "quadrature"
+    nodes: int = 3
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+    max_steps: int = 4096
+
+    def validate(self) -> None:
+        super().validate()
+        _max_steps_positive(self)
+        require(self.nodes > 0, "nodes", self.nodes, "must be > 0")
+
+
+@dataclass(frozen=True)
+class GaussConfig(GradientConfig):
+    """Only the adjoint state solved backwards; the parameter gradient by `nodes`-point
+    Gauss-Legendre quadrature on the interpolants of each step (`core.GaussAdjoint`)."""
+
+    name: str = "gauss"
+    nodes: int = 3
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+    max_steps: int = 4096
+
+    def validate(self) -> None:
+        super().validate()
+        _max_steps_positive(self)
+        require(self.nodes > 0, "nodes", self.nodes, "must be > 0")
+
+
 # --- Gradients of the SSM language model (`adjoint_lab.ssm`). --------------------------------
 # Every SSM method takes `loss_chunk`: tokens per chunk of the loss (null: 256 or the context).
 
@@ -287,6 +362,10 @@ ODE_GRADIENT_SCHEMAS: dict[str, type[GradientConfig]] = {
     "checkpointed": CheckpointedConfig,
     "backsolve": BacksolveConfig,
     "direct": DirectConfig,
+    "reversible": ReversibleConfig,
+    "interpolating": InterpolatingConfig,
+    "quadrature": QuadratureConfig,
+    "gauss": GaussConfig,
 }
 SSM_GRADIENT_SCHEMAS: dict[str, type[GradientConfig]] = {
     "backprop": BackpropConfig,

@@ -122,3 +122,32 @@ def test_a_method_lacking_an_option_the_experiment_sets_names_the_method():
         load("experiment=cnode_cnf", "gradient=adjoint")
     assert info.value.field == "gradient.name"
     assert "gradient.max_steps" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "gradient", "solver"),
+    [
+        (("gradient=reversible", "gradient.coupling=0.5"), "ReversibleAdjoint", "Reversible"),
+        (
+            ("gradient=reversible", "solver=heun", "gradient.reversible_heun=true"),
+            "ReversibleAdjoint",
+            "ReversibleHeun",
+        ),
+        (("gradient=interpolating", "gradient.max_steps=128"), "InterpolatingAdjoint", "Tsit5"),
+        (("gradient=quadrature", "gradient.nodes=5"), "QuadratureAdjoint", "Tsit5"),
+        (("gradient=gauss", "gradient.nodes=2"), "GaussAdjoint", "Tsit5"),
+    ],
+)
+def test_the_new_ode_adjoints_are_chosen_from_config(overrides, gradient, solver):
+    from adjoint_lab.config.build import build_integrator
+
+    config = load(*overrides)
+    integrator = build_integrator(config.solver, config.gradient)
+    assert type(integrator.gradient).__name__ == gradient
+    assert type(integrator.solver).__name__ == solver
+    if solver == "Reversible":
+        assert integrator.solver.coupling == 0.5
+    for option in ("checkpoints", "nodes"):
+        given = [o for o in overrides if o.startswith(f"gradient.{option}=")]
+        if given:
+            assert getattr(integrator.gradient, option) == int(given[0].split("=")[1])
