@@ -41,6 +41,7 @@ PAPERS: dict[str, tuple[str, list[str]]] = {
             "cnode_crossing",
             "cnode_cnf",
             "cnode_speed",
+            "cnode_fashion_mnist",
         ],
     ),
     "parabolic": (
@@ -66,6 +67,7 @@ CONDITIONS: dict[str, str] = {
     "cnode_crossing": "as in the paper",
     "cnode_cnf": "CPU-sized training (600 steps)",
     "cnode_speed": "CPU, batch 4, at initialisation",
+    "cnode_fashion_mnist": "Fashion-MNIST (Debian's package) instead of MNIST; 2 epochs, 3 seeds",
     "parabolic_figure4": "CPU sizes: fewer paths, steps and training steps than the paper",
     "parabolic_speed": "CPU timings (the paper's are on a GPU), ratios in one run",
     "parabolic_table1": "CPU sizes (grids, training steps); five training runs as in the paper",

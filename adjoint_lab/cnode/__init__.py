@@ -5,7 +5,8 @@ dU/ds = sum_j a_j(s, z) T^(j)(U), s in [0, 1], U(0) from the input z. Here: the 
 (`characteristic_flow`); equinox classifiers for C-NODE and the NODE / ANODE / IL-NODE /
 second-order baselines and their C-versions (images in the authors' layouts, or vectors): one
 `ODEClassifier` (initial map, latent field, head, and an `adjoint_lab.core.Integrator`) and a
-factory per model name (`CNODE`, `NODE`, ...); parameter counts and matching;
+factory per model name (`CNODE`, `NODE`, ...); the convolution methods (`AutoConv`, `LaxConv`,
+`Im2colConv`, `ShiftedMatmulConv`: one function, different speeds); parameter counts and matching;
 the losses; and the synthetic data sets (`adjoint_lab.cnode.data`). Every ODE solve goes
 through `adjoint_lab.core.solve`. The experiment tasks (`adjoint_lab.cnode.tasks`) are built
 from configs and are not re-exported here.
@@ -18,6 +19,12 @@ from ._fields import BatchedField as BatchedField
 from ._fields import CharacteristicField as CharacteristicField
 from ._fields import SecondOrderField as SecondOrderField
 from ._flow import characteristic_flow as characteristic_flow
+from ._layers import AbstractConvMethod as AbstractConvMethod
+from ._layers import AutoConv as AutoConv
+from ._layers import Im2colConv as Im2colConv
+from ._layers import LaxConv as LaxConv
+from ._layers import ShiftedMatmulConv as ShiftedMatmulConv
+from ._layers import identity as identity
 from ._losses import accuracy as accuracy
 from ._losses import cross_entropy as cross_entropy
 from ._losses import double_softmax_cross_entropy as double_softmax_cross_entropy

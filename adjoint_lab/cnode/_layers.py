@@ -17,6 +17,7 @@ The layouts follow the official C-NODE code (GitHub `XingziXu/CNODE`):
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -40,37 +41,106 @@ def group_count(channels: int, most: int = 32) -> int:
     return max(d for d in range(1, min(channels, most) + 1) if channels % d == 0)
 
 
-def _patches(x: Float[Array, "h w c"], size: int) -> Float[Array, "h w size*size*c"]:
+def identity(x: Array) -> Array:
+    """The identity: a linear output layer."""
+    return x
+
+
+class AbstractConvMethod(eqx.Module):
+    """How `Conv` computes a stride-1, "same"-padded k x k convolution of one image.
+
+    All methods compute the same function; they differ in speed by backend (see
+    `experiments/cnode_fashion_mnist.py` for measurements). Subclasses implement
+    `__call__(x [h, w, c_in], weight [k, k, c_in, c_out]) -> [h, w, c_out]`.
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self, x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"]
+    ) -> Float[Array, "h w c_out"]: ...
+
+
+class LaxConv(AbstractConvMethod):
+    """`jax.lax.conv_general_dilated` (NHWC, HWIO): the baseline, and the default off CPU."""
+
+    def __call__(self, x, weight):
+        return jax.lax.conv_general_dilated(
+            x[None], weight, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )[0]
+
+
+def _padded(x: Array, size: int) -> Array:
     pad = size // 2
-    padded = jnp.pad(x, ((pad, pad), (pad, pad), (0, 0)))
-    h, w = x.shape[:2]
-    return jnp.concatenate(
-        [padded[i : i + h, j : j + w] for i in range(size) for j in range(size)], axis=-1
-    )
+    return jnp.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+
+
+class Im2colConv(AbstractConvMethod):
+    """One matrix product with the k*k shifted copies of the image concatenated (im2col)."""
+
+    def __call__(self, x, weight):
+        size, (h, w) = weight.shape[0], x.shape[:2]
+        padded = _padded(x, size)
+        patches = jnp.concatenate(
+            [padded[i : i + h, j : j + w] for i in range(size) for j in range(size)], axis=-1
+        )
+        return patches @ weight.reshape(-1, weight.shape[-1])
+
+
+class ShiftedMatmulConv(AbstractConvMethod):
+    """A sum of k*k matrix products, one per shifted slice of the padded image.
+
+    Unlike `Im2colConv` it never materialises the k*k-times larger patch matrix, whose
+    concatenation and its transpose in the backward pass dominate on CPU.
+    """
+
+    def __call__(self, x, weight):
+        size, (h, w) = weight.shape[0], x.shape[:2]
+        padded = _padded(x, size)
+        out = None
+        for i in range(size):
+            for j in range(size):
+                term = padded[i : i + h, j : j + w] @ weight[i, j]
+                out = term if out is None else out + term
+        return out
+
+
+class AutoConv(AbstractConvMethod):
+    """The fastest method measured on the backend in use: `CPU_CONV` on CPU, else `LaxConv`.
+
+    Chosen when the model is traced, so one model runs well on either backend. Inside the
+    while loops of an ODE solve, XLA:CPU's native convolutions and above all their gradients
+    run several times slower than matrix products.
+    """
+
+    def __call__(self, x, weight):
+        method = CPU_CONV if jax.default_backend() == "cpu" else LaxConv()
+        return method(x, weight)
+
+
+# Measured fastest on 2 loaded cores in a C-NODE step at batch 256 (experiments/
+# cnode_fashion_mnist.py): im2col 6.9 s, shifted matmuls 9.8 s (direct backprop, median of 2).
+CPU_CONV: AbstractConvMethod = Im2colConv()
 
 
 class Conv(eqx.Module):
     """A stride-1, "same"-padded square convolution of a channels-last image `[h, w, c]`.
-
-    On CPU a k x k convolution is computed as one matrix product with its k*k shifted copies
-    (im2col): inside the while loops of an ODE solve, XLA:CPU's native convolutions and
-    above all their gradients run several times slower than outside loops (measured: a
-    10-step loop of 3x3 convolutions with 31 channels on 64 8x8 images, forward and
-    backward, 850 ms native vs 110 ms as matrix products, 40 ms for the native version
-    unrolled). Other backends use `jax.lax.conv_general_dilated`. Both compute the same
-    function.
 
     **Arguments:**
 
     - `in_channels`, `out_channels`: channels of input and output.
     - `kernel_size`: an odd int (1 or 3 here).
     - `use_bias`: whether to add a bias.
+    - `method`: an `AbstractConvMethod` for k > 1 (1x1 convolutions are one matrix
+        product): `AutoConv()` (default), `LaxConv()`, `Im2colConv()` or
+        `ShiftedMatmulConv()`.
     - `key`: a `jax.random.PRNGKey`. Weights and bias are drawn uniformly from
-        +-1/sqrt(fan_in), PyTorch's and equinox's default.
+        +-1/sqrt(fan_in), PyTorch's default for `nn.Conv2d` (kaiming-uniform with
+        a = sqrt(5)) and equinox's.
     """
 
     weight: Float[Array, "k k c_in c_out"]
     bias: Float[Array, " c_out"] | None
+    method: AbstractConvMethod = eqx.field(static=True)
 
     def __init__(
         self,
@@ -79,10 +149,18 @@ class Conv(eqx.Module):
         kernel_size: int,
         *,
         use_bias: bool = True,
+        method: AbstractConvMethod | None = None,
         key: PRNGKeyArray,
     ):
         if kernel_size % 2 != 1:
             raise ValueError(f"`Conv(kernel_size={kernel_size})`: use an odd kernel size.")
+        method = AutoConv() if method is None else method
+        if not isinstance(method, AbstractConvMethod):
+            raise TypeError(
+                f"`Conv(method={method!r})`: pass an `adjoint_lab.cnode.AbstractConvMethod`, "
+                "e.g. `LaxConv()` or `ShiftedMatmulConv()`."
+            )
+        self.method = method
         k_weight, k_bias = jax.random.split(key)
         bound = 1.0 / math.sqrt(in_channels * kernel_size**2)
         shape = (kernel_size, kernel_size, in_channels, out_channels)
@@ -94,15 +172,7 @@ class Conv(eqx.Module):
         )
 
     def __call__(self, x: Float[Array, "h w c_in"]) -> Float[Array, "h w c_out"]:
-        size = self.weight.shape[0]
-        if size == 1:
-            out = x @ self.weight[0, 0]
-        elif jax.default_backend() == "cpu":
-            out = _patches(x, size) @ self.weight.reshape(-1, self.weight.shape[-1])
-        else:
-            out = jax.lax.conv_general_dilated(
-                x[None], self.weight, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )[0]
+        out = x @ self.weight[0, 0] if self.weight.shape[0] == 1 else self.method(x, self.weight)
         return out if self.bias is None else out + self.bias
 
 
@@ -148,6 +218,7 @@ class ConvBlock(eqx.Module):
     - `in_channels`, `out_channels`: channels of the input and of the output.
     - `width`: hidden channels.
     - `style`: `"mnist"` or `"cifar"` (see the module docstring).
+    - `conv`: the `AbstractConvMethod` of its 3x3 convolutions (`None`: `AutoConv()`).
     - `key`: a `jax.random.PRNGKey`.
     """
 
@@ -158,18 +229,25 @@ class ConvBlock(eqx.Module):
     conv3: Conv
 
     def __init__(
-        self, in_channels: int, out_channels: int, width: int, style: Style, *, key: PRNGKeyArray
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int,
+        style: Style,
+        *,
+        conv: AbstractConvMethod | None = None,
+        key: PRNGKeyArray,
     ):
         k1, k2, k3 = jax.random.split(key, 3)
         if style == "mnist":
             self.norm_in = GroupNorm(in_channels, in_channels, affine=False)
             self.conv1 = Conv(in_channels, width, 1, key=k1)
-            self.conv2 = Conv(width, width, 3, key=k2)
+            self.conv2 = Conv(width, width, 3, method=conv, key=k2)
             self.norm_mid = GroupNorm(width, width, affine=False)
         else:
             self.norm_in = GroupNorm(group_count(in_channels), in_channels)
-            self.conv1 = Conv(in_channels, width, 3, use_bias=False, key=k1)
-            self.conv2 = Conv(width, width, 3, use_bias=False, key=k2)
+            self.conv1 = Conv(in_channels, width, 3, use_bias=False, method=conv, key=k1)
+            self.conv2 = Conv(width, width, 3, use_bias=False, method=conv, key=k2)
             self.norm_mid = GroupNorm(group_count(width), width)
         self.conv3 = Conv(width, out_channels, 1, key=k3)
 
@@ -189,6 +267,9 @@ class ConvPath(eqx.Module):
     - `width`: hidden channels.
     - `style`: `"mnist"` or `"cifar"`.
     - `activation`: the hidden activation.
+    - `output`: applied to the k directions (the authors: `jax.nn.relu6`, so a_j in
+        [0, 6]; `identity`: linear).
+    - `conv`: the `AbstractConvMethod` of its 3x3 convolutions (`None`: `AutoConv()`).
     - `key`: a `jax.random.PRNGKey`.
     """
 
@@ -197,6 +278,7 @@ class ConvPath(eqx.Module):
     conv3: Conv
     linear: eqx.nn.Linear
     activation: Callable[[Array], Array] = eqx.field(static=True)
+    output: Callable[[Array], Array] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -206,26 +288,29 @@ class ConvPath(eqx.Module):
         style: Style,
         activation: Callable[[Array], Array],
         *,
+        output: Callable[[Array], Array] = identity,
+        conv: AbstractConvMethod | None = None,
         key: PRNGKeyArray,
     ):
         height, breadth, channels = image_shape
         k1, k2, k3, k4 = jax.random.split(key, 4)
         if style == "mnist":
-            self.conv1 = Conv(channels + 1, width, 3, use_bias=False, key=k1)
-            self.conv2 = Conv(width, width, 3, use_bias=False, key=k2)
+            self.conv1 = Conv(channels + 1, width, 3, use_bias=False, method=conv, key=k1)
+            self.conv2 = Conv(width, width, 3, use_bias=False, method=conv, key=k2)
         else:
             self.conv1 = Conv(channels + 1, width, 1, key=k1)
-            self.conv2 = Conv(width, width, 3, key=k2)
+            self.conv2 = Conv(width, width, 3, method=conv, key=k2)
         self.conv3 = Conv(width, 3, 1, key=k3)
         self.linear = eqx.nn.Linear(3 * height * breadth, k, key=k4)
         self.activation = activation
+        self.output = output
 
     def __call__(self, s: Real[Array, ""], z: Float[Array, "h w c"]) -> Float[Array, " k"]:
         # The time enters as one constant image channel, as in the authors' code.
         time = jnp.broadcast_to(jnp.asarray(s, z.dtype), (*z.shape[:2], 1))
         h = self.activation(self.conv1(jnp.concatenate([time, z], axis=-1)))
         h = self.activation(self.conv2(h))
-        return self.linear(jnp.ravel(self.conv3(h)))
+        return self.output(self.linear(jnp.ravel(self.conv3(h))))
 
 
 class MLPPath(eqx.Module):
@@ -237,6 +322,7 @@ class MLPPath(eqx.Module):
     - `k`: the number of characteristic directions.
     - `width`: hidden units (two hidden layers).
     - `activation`: the hidden activation.
+    - `output`: applied to the k directions (`identity`: linear).
     - `key`: a `jax.random.PRNGKey`.
     """
 
@@ -249,9 +335,12 @@ class MLPPath(eqx.Module):
         width: int,
         activation: Callable[[Array], Array],
         *,
+        output: Callable[[Array], Array] = identity,
         key: PRNGKeyArray,
     ):
-        self.mlp = eqx.nn.MLP(features + 1, k, width, 2, activation=activation, key=key)
+        self.mlp = eqx.nn.MLP(
+            features + 1, k, width, 2, activation=activation, final_activation=output, key=key
+        )
 
     def __call__(self, s: Real[Array, ""], z: Float[Array, " n"]) -> Float[Array, " k"]:
         return self.mlp(jnp.concatenate([jnp.asarray(s, z.dtype)[None], z]))

@@ -46,6 +46,7 @@ from ._fields import (
 )
 from ._layers import (
     STYLES,
+    AbstractConvMethod,
     Conv,
     ConvBlock,
     ConvHead,
@@ -56,6 +57,7 @@ from ._layers import (
     Projection,
     StackedNets,
     Style,
+    identity,
 )
 
 __all__ = [
@@ -260,7 +262,12 @@ class _AbstractLayout(eqx.Module):
 
     @abc.abstractmethod
     def path(
-        self, k: int, width: int, activation: Callable[[Array], Array], key: PRNGKeyArray
+        self,
+        k: int,
+        width: int,
+        activation: Callable[[Array], Array],
+        output: Callable[[Array], Array],
+        key: PRNGKeyArray,
     ) -> eqx.Module: ...
 
     @abc.abstractmethod
@@ -272,16 +279,19 @@ class _ImageLayout(_AbstractLayout):
     width: int
     style: Style
     pool: int
+    conv: AbstractConvMethod | None
 
     def lift(self, channels, key):
-        return Conv(self.input_shape[0], channels, 3, use_bias=False, key=key)
+        return Conv(self.input_shape[0], channels, 3, use_bias=False, method=self.conv, key=key)
 
     def block(self, c_from, c_to, key):
-        return ConvBlock(c_from, c_to, self.width, self.style, key=key)
+        return ConvBlock(c_from, c_to, self.width, self.style, conv=self.conv, key=key)
 
-    def path(self, k, width, activation, key):
+    def path(self, k, width, activation, output, key):
         hwc = (*self.input_shape[1:], self.input_shape[0])
-        return ConvPath(hwc, k, width, self.style, activation, key=key)
+        return ConvPath(
+            hwc, k, width, self.style, activation, output=output, conv=self.conv, key=key
+        )
 
     def head(self, channels, num_classes, key):
         return ConvHead(channels, num_classes, self.pool, key=key)
@@ -297,8 +307,8 @@ class _VectorLayout(_AbstractLayout):
     def block(self, c_from, c_to, key):
         return eqx.nn.MLP(c_from, c_to, self.width, 2, activation=jnp.tanh, key=key)
 
-    def path(self, k, width, activation, key):
-        return MLPPath(self.input_shape[0], k, width, activation, key=key)
+    def path(self, k, width, activation, output, key):
+        return MLPPath(self.input_shape[0], k, width, activation, output=output, key=key)
 
     def head(self, channels, num_classes, key):
         return LinearHead(channels, num_classes, key=key)
@@ -332,13 +342,16 @@ class _Characteristic(_AbstractDynamics):
     k: int
     path_width: int
     path_activation: Callable[[Array], Array]
+    path_output: Callable[[Array], Array]
 
     def check(self, owner):
         _positive(owner, "k", self.k)
         _positive(owner, "path_width", self.path_width)
 
     def build(self, layout, channels, key_field, key_path):
-        path = layout.path(self.k, self.path_width, self.path_activation, key_path)
+        path = layout.path(
+            self.k, self.path_width, self.path_activation, self.path_output, key_path
+        )
 
         def block(key):
             return layout.block(channels, channels, key)
@@ -369,6 +382,7 @@ def _classifier(
     augment: int = 0,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
@@ -399,7 +413,7 @@ def _classifier(
                 f"`{owner}(pool={pool})`: the head pools to pool x pool, which must not exceed "
                 f"the image size {input_shape[1:]}; choose pool <= {min(input_shape[1:])}."
             )
-        layout = _ImageLayout(input_shape, width, style, pool)
+        layout = _ImageLayout(input_shape, width, style, pool, conv)
     else:
         layout = _VectorLayout(input_shape, width)
 
@@ -428,6 +442,8 @@ _COMMON_ARGUMENTS = """
         `"cifar"` (GroupNorm blocks, their CIFAR-10/SVHN layout).
     - `pool`: images only: the head's adaptive average pool size (the authors: 8 on MNIST,
         4 on CIFAR-10/SVHN).
+    - `conv`: images only: the `adjoint_lab.cnode.AbstractConvMethod` of the 3x3
+        convolutions; `None` for `AutoConv()`, the fastest on the backend.
     - `integrator`: an `adjoint_lab.core.Integrator` (solver, controller, dt0, gradient);
         default `adjoint_lab.cnode.Integrator()`.
     - `key`: a `jax.random.PRNGKey` for the initialisation.
@@ -444,7 +460,10 @@ _AUGMENT = """
 _CHARACTERISTIC = """
     - `k`: the number of characteristic directions (Jacobian blocks T^(j)).
     - `path_width`: hidden channels (units) of the path network a(s, z).
-    - `path_activation`: the path network's activation."""
+    - `path_activation`: the path network's hidden activation (the authors' MNIST code:
+        `jax.nn.hard_tanh`).
+    - `path_output`: applied to the k directions a_j(s, z): `identity` (linear, default)
+        or the authors' `jax.nn.relu6` (a_j in [0, 6]: a monotone integration path)."""
 
 
 def _document(*extra: str) -> Callable[[Callable], Callable]:
@@ -465,13 +484,14 @@ def NODE(
     width: int,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
     """Neural ODE: dU/ds = f(U), U(0) = z (Chen et al. 2018)."""
     return _classifier(
         "NODE", input_shape, num_classes, _Autonomous(), width=width, style=style, pool=pool,
-        integrator=integrator, key=key,
+        conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -484,13 +504,14 @@ def ANODE(
     augment: int,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
     """Augmented neural ODE: dU/ds = f(U), U(0) = [z, 0] (Dupont et al. 2019)."""
     return _classifier(
         "ANODE", input_shape, num_classes, _Autonomous(), width=width, augment=augment,
-        style=style, pool=pool, integrator=integrator, key=key,
+        style=style, pool=pool, conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -503,13 +524,14 @@ def ILNODE(
     lift: int,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
     """Input-layer neural ODE: dU/ds = f(U), U(0) = L z (Massaroli et al. 2020)."""
     return _classifier(
         "ILNODE", input_shape, num_classes, _Autonomous(), width=width, lift=lift,
-        style=style, pool=pool, integrator=integrator, key=key,
+        style=style, pool=pool, conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -523,6 +545,7 @@ def ILANODE(
     augment: int,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
@@ -533,7 +556,7 @@ def ILANODE(
     second-order ODE (for that, see `SONODE`)."""
     return _classifier(
         "ILANODE", input_shape, num_classes, _Autonomous(), width=width, lift=lift,
-        augment=augment, style=style, pool=pool, integrator=integrator, key=key,
+        augment=augment, style=style, pool=pool, conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -549,6 +572,7 @@ def SONODE(
     lift: int | None = None,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
@@ -558,7 +582,7 @@ def SONODE(
     head reads the position x(1). Its trajectories in x may cross, since the state is (x, v)."""
     return _classifier(
         "SONODE", input_shape, num_classes, _SecondOrder(), width=width, lift=lift,
-        style=style, pool=pool, integrator=integrator, key=key,
+        style=style, pool=pool, conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -571,8 +595,10 @@ def CNODE(
     k: int = 2,
     path_width: int = 4,
     path_activation: Callable[[Array], Array] = jnp.tanh,
+    path_output: Callable[[Array], Array] = identity,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
@@ -580,10 +606,10 @@ def CNODE(
 
     The path network a(s, z) sees the original input z and s; each of the `k` Jacobian
     blocks T^(j) sees the state only."""
-    dynamics = _Characteristic(k, path_width, path_activation)
+    dynamics = _Characteristic(k, path_width, path_activation, path_output)
     return _classifier(
         "CNODE", input_shape, num_classes, dynamics, width=width, style=style, pool=pool,
-        integrator=integrator, key=key,
+        conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -597,16 +623,18 @@ def CANODE(
     k: int = 2,
     path_width: int = 4,
     path_activation: Callable[[Array], Array] = jnp.tanh,
+    path_output: Callable[[Array], Array] = identity,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
     """C-NODE on the zero-augmented state U(0) = [z, 0] (the authors' `*_aug_line.py`)."""
-    dynamics = _Characteristic(k, path_width, path_activation)
+    dynamics = _Characteristic(k, path_width, path_activation, path_output)
     return _classifier(
         "CANODE", input_shape, num_classes, dynamics, width=width, augment=augment,
-        style=style, pool=pool, integrator=integrator, key=key,
+        style=style, pool=pool, conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -620,16 +648,18 @@ def CILNODE(
     k: int = 2,
     path_width: int = 4,
     path_activation: Callable[[Array], Array] = jnp.tanh,
+    path_output: Callable[[Array], Array] = identity,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
     """C-NODE on the lifted state U(0) = L z (the authors' `*_il_line.py`)."""
-    dynamics = _Characteristic(k, path_width, path_activation)
+    dynamics = _Characteristic(k, path_width, path_activation, path_output)
     return _classifier(
         "CILNODE", input_shape, num_classes, dynamics, width=width, lift=lift, style=style,
-        pool=pool, integrator=integrator, key=key,
+        pool=pool, conv=conv, integrator=integrator, key=key,
     )  # fmt: skip
 
 
@@ -644,14 +674,16 @@ def CILANODE(
     k: int = 2,
     path_width: int = 4,
     path_activation: Callable[[Array], Array] = jnp.tanh,
+    path_output: Callable[[Array], Array] = identity,
     style: Style = "mnist",
     pool: int = 4,
+    conv: AbstractConvMethod | None = None,
     integrator: CoreIntegrator = _INTEGRATOR,
     key: PRNGKeyArray,
 ) -> ODEClassifier:
     """C-NODE on U(0) = [L z, 0]: the C-version of the authors' "2nd-order" (`*_sec_line.py`)."""
-    dynamics = _Characteristic(k, path_width, path_activation)
+    dynamics = _Characteristic(k, path_width, path_activation, path_output)
     return _classifier(
         "CILANODE", input_shape, num_classes, dynamics, width=width, lift=lift,
-        augment=augment, style=style, pool=pool, integrator=integrator, key=key,
+        augment=augment, style=style, pool=pool, conv=conv, integrator=integrator, key=key,
     )  # fmt: skip

@@ -7,6 +7,7 @@ Nothing below this module sees a model's name as a string.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from ..config.errors import ConfigError, require
 from ..core.ode import Integrator
 from ..data import images as image_files
 from . import data as synthetic
-from ._layers import STYLES
+from ._layers import STYLES, AutoConv, Im2colConv, LaxConv, ShiftedMatmulConv, identity
 from ._losses import cross_entropy, double_softmax_cross_entropy
-from ._params import MODELS, matched_width
+from ._params import MODELS, PAPER_ARCHITECTURES, matched_width
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -31,6 +32,16 @@ ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
     "relu": jax.nn.relu,
     "softplus": jax.nn.softplus,
+    # The authors' MNIST path network (`nn.Hardtanh`).
+    "hardtanh": jax.nn.hard_tanh,
+}
+# The path network's output: linear, or the authors' ReLU6 (directions a_j in [0, 6]).
+PATH_OUTPUTS = {"linear": identity, "relu6": jax.nn.relu6}
+CONV_METHODS = {
+    "auto": AutoConv,
+    "lax": LaxConv,
+    "im2col": Im2colConv,
+    "matmul": ShiftedMatmulConv,
 }
 LOSSES = {"cross_entropy": cross_entropy, "double_softmax": double_softmax_cross_entropy}
 _NEEDS_AUGMENT = ("anode", "canode", "ilanode", "cilanode")
@@ -50,6 +61,8 @@ class ODEModelConfig:
     k: int = 2
     path_width: int = 4
     path_activation: str = "tanh"
+    # linear, or relu6 (the authors' MNIST code).
+    path_output: str = "linear"
     # ANODE-type models: zero channels; IL-type models (and optionally SONODE): lifted channels.
     augment: int = 0
     lift: int | None = None
@@ -57,14 +70,41 @@ class ODEModelConfig:
     style: str = "mnist"
     pool: int = 4
     loss: str = "cross_entropy"
+    # How 3x3 convolutions are computed (same function): auto (fastest on the backend),
+    # lax, im2col or matmul.
+    conv: str = "auto"
+    # null, or a key of adjoint_lab.cnode.PAPER_ARCHITECTURES (mnist, cifar10): the authors'
+    # constructor arguments for this model (width, k, path_width, augment, lift, style,
+    # pool) replace the fields above.
+    architecture: str | None = None
 
     def validate(self) -> None:
         require(self.name in MODELS, "name", self.name, f"choose one of {', '.join(MODELS)}")
         require(
-            self.width is not None or self.param_budget is not None,
+            self.architecture is None or self.architecture in PAPER_ARCHITECTURES,
+            "architecture",
+            self.architecture,
+            f"choose one of {', '.join(PAPER_ARCHITECTURES)}, or null",
+        )
+        require(
+            self.path_output in PATH_OUTPUTS,
+            "path_output",
+            self.path_output,
+            f"choose one of {', '.join(PATH_OUTPUTS)}",
+        )
+        require(
+            self.conv in CONV_METHODS,
+            "conv",
+            self.conv,
+            f"choose one of {', '.join(CONV_METHODS)}",
+        )
+        require(
+            self.width is not None
+            or self.param_budget is not None
+            or self.architecture is not None,
             "width",
             self.width,
-            "set model.width, or leave it null and set model.param_budget",
+            "set model.width, or leave it null and set model.param_budget or model.architecture",
         )
         require(self.width is None or self.width > 0, "width", self.width, "must be > 0")
         require(
@@ -83,14 +123,14 @@ class ODEModelConfig:
         )
         require(self.augment >= 0, "augment", self.augment, "must be >= 0")
         require(
-            self.name not in _NEEDS_AUGMENT or self.augment > 0,
+            self.name not in _NEEDS_AUGMENT or self.augment > 0 or self.architecture is not None,
             "augment",
             self.augment,
             f"model {self.name} appends zero channels: set model.augment > 0",
         )
         require(self.lift is None or self.lift > 0, "lift", self.lift, "must be > 0, or null")
         require(
-            self.name not in _NEEDS_LIFT or self.lift is not None,
+            self.name not in _NEEDS_LIFT or self.lift is not None or self.architecture is not None,
             "lift",
             self.lift,
             f"model {self.name} has an input layer: set model.lift > 0",
@@ -120,14 +160,20 @@ def model_spec(
 ) -> ModelSpec:
     """The model of `config` for this data, its width resolved from the budget if needed."""
     factory = MODELS[config.name]
+    if config.architecture is not None:
+        authors = dict(PAPER_ARCHITECTURES[config.architecture][config.name])
+        authors.pop("input_shape")
+        config = dataclasses.replace(config, param_budget=None, **authors)
     options = {
         "k": config.k,
         "path_width": config.path_width,
         "path_activation": ACTIVATIONS[config.path_activation],
+        "path_output": PATH_OUTPUTS[config.path_output],
         "augment": config.augment,
         "lift": config.lift,
         "style": config.style,
         "pool": min(config.pool, *input_shape[1:]) if len(input_shape) == 3 else config.pool,
+        "conv": CONV_METHODS[config.conv](),
         "integrator": integrator,
     }
     accepted = inspect.signature(factory).parameters
@@ -161,10 +207,15 @@ class DigitsDataConfig:
 
 @dataclass(frozen=True)
 class ImageFilesDataConfig:
-    """MNIST, SVHN or CIFAR-10 from local files; validation held out of the training files."""
+    """MNIST, Fashion-MNIST, SVHN or CIFAR-10 from local files.
+
+    The validation split is held out of the training files (the test files are never used
+    for selection); `val_size: 0` trains on every training image, as the authors did.
+    """
 
     name: str = "mnist"
-    root: str = "data/mnist"
+    # null: the reader's default directory (fashion_mnist: where Debian's package puts it).
+    root: str | None = "data/mnist"
     val_size: int = 5000
     # Normalise per channel with the authors' CIFAR-10 mean and std.
     normalize: bool = False
@@ -173,9 +224,15 @@ class ImageFilesDataConfig:
 
     def validate(self) -> None:
         require(self.name in _READERS, "name", self.name, f"choose one of {', '.join(_READERS)}")
-        require(self.val_size > 0, "val_size", self.val_size, "must be > 0")
         require(
-            not self.normalize or self.name != "mnist",
+            self.root is not None or self.name in _DEFAULT_ROOTS,
+            "root",
+            self.root,
+            f"set data.root to the directory of the {self.name} files",
+        )
+        require(self.val_size >= 0, "val_size", self.val_size, "must be >= 0")
+        require(
+            not self.normalize or self.name not in ("mnist", "fashion_mnist"),
             "normalize",
             self.normalize,
             "uses CIFAR-10's per-channel statistics: only for 3-channel data (svhn, cifar10)",
@@ -241,9 +298,11 @@ class ClassificationData(NamedTuple):
 
 _READERS = {
     "mnist": image_files.read_mnist,
+    "fashion_mnist": image_files.read_fashion_mnist,
     "svhn": image_files.read_svhn,
     "cifar10": image_files.read_cifar10,
 }
+_DEFAULT_ROOTS = {"fashion_mnist": image_files.FASHION_MNIST_ROOT}
 _TOYS = {
     "annuli": lambda c, seed: synthetic.annuli(c.n_per_class, 2 * c.n_per_class, seed=seed),
     "spirals": lambda c, seed: synthetic.interleaved_spirals(
@@ -282,12 +341,13 @@ def load_classification(config: Any) -> ClassificationData:
         )
     if isinstance(config, ImageFilesDataConfig):
         read = _READERS[config.name]
+        root = _DEFAULT_ROOTS[config.name] if config.root is None else config.root
         try:
-            x, y = read(config.root, "train")
-            x_test, y_test = read(config.root, "test")
+            x, y = read(root, "train")
+            x_test, y_test = read(root, "test")
         except image_files.DatasetNotFoundError as error:
             # A user error: the CLI prints it as one line.
-            raise ConfigError("data.root", config.root, str(error)) from error
+            raise ConfigError("data.root", root, str(error)) from error
         if config.val_size >= len(y):
             raise ConfigError(
                 "data.val_size", config.val_size, f"must be below the {len(y)} training images"
@@ -310,5 +370,6 @@ def load_classification(config: Any) -> ClassificationData:
     raise ConfigError(
         "data",
         type(config).__name__,
-        "the classification task takes data=digits, mnist, svhn, cifar10, annuli, spirals or sines",
+        "the classification task takes data=digits, mnist, fashion_mnist, svhn, cifar10, annuli, "
+        "spirals or sines",
     )

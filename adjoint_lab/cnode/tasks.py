@@ -1,8 +1,9 @@
 """Training tasks of the C-NODE experiments, built from the frozen experiment config.
 
 - `build_classification` (task `cnode_classification`): any model of `MODELS` on digits,
-  MNIST, SVHN, CIFAR-10 or a 2-D toy set; logs forward NFE; evaluates on the validation and
-  the test split (model selection must use the validation split, unlike the authors' code).
+  MNIST, Fashion-MNIST, SVHN, CIFAR-10 or a 2-D toy set; logs forward NFE; evaluates on the
+  validation and the test split (model selection must use the validation split, unlike the
+  authors' code; with `data.val_size=0` there is no validation split and no selection).
 - `build_crossing` (task `cnode_crossing`): fit the map -1 -> +1, +1 -> -1 with the final
   state itself (no head). C-NODE (and SONODE, and augmented models) can; NODE cannot do
   better than a mean squared error of 1.
@@ -50,7 +51,10 @@ _MODEL_SCHEMAS: dict[tuple[str, str], type] = {("model", name): ODEModelConfig f
 CLASSIFICATION_SCHEMAS: dict[tuple[str, str], type] = {
     **_MODEL_SCHEMAS,
     ("data", "digits"): DigitsDataConfig,
-    **{("data", name): ImageFilesDataConfig for name in ("mnist", "svhn", "cifar10")},
+    **{
+        ("data", name): ImageFilesDataConfig
+        for name in ("mnist", "fashion_mnist", "svhn", "cifar10")
+    },
     **{("data", name): ToyDataConfig for name in ("annuli", "spirals", "sines")},
 }
 CROSSING_SCHEMAS: dict[tuple[str, str], type] = {
@@ -65,7 +69,7 @@ def integrator_from_config(config: ExperimentConfig) -> Integrator:
 
 
 def _describe(spec: ModelSpec, parameters: int) -> dict[str, Any]:
-    skip = {"integrator", "path_activation"}
+    skip = {"integrator", "path_activation", "path_output", "conv"}
     if len(spec.input_shape) == 1:
         skip |= {"style", "pool"}  # image-only options
     options = {k: v for k, v in spec.kwargs.items() if k not in skip}

@@ -297,3 +297,30 @@ def test_sweeps_store_per_seed_values_and_paired_comparisons(tmp_path):
     (entry,) = data_["paired"]
     assert entry["k"] == second["k"] and second["seeds"] == [0, 1]
     _check_paired(entry, second["test"], first["test"])
+
+
+@pytest.mark.slow
+def test_fashion_mnist_quick_profile_reports_accuracy_pairs_and_speed(tmp_path, monkeypatch):
+    from experiments import cnode_fashion_mnist as module
+
+    module.main(["--profile", "quick", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "cnode_fashion_mnist.json").read_text())
+    train = report["train"]
+    for name in ("node", "cnode"):
+        seeds = train[name]["per_seed"]
+        assert len(seeds) == 2
+        for run in seeds.values():
+            # One Euler step: one forward evaluation per training step, measured in training.
+            assert run["train_nfe"] == 1 and len(run["epoch_test_accuracy"]) == 1
+            assert run["test_accuracy"] == run["epoch_test_accuracy"][-1]
+    pair = report["paired_cnode_node"]
+    differences = [
+        100 * (train["cnode"]["per_seed"][s]["test_accuracy"] - v["test_accuracy"])
+        for s, v in train["node"]["per_seed"].items()
+    ]
+    np.testing.assert_allclose(pair["differences"], differences)
+    speed = report["speed"]
+    assert {"cnode today", "cnode new", "node today", "node new"} <= set(speed["steps"])
+    ratio = speed["steps"]["cnode new"] / speed["steps"]["cnode today"]
+    assert speed["ratio_new_today"]["cnode"] == pytest.approx(ratio)
+    assert all(v > 0 for v in speed["parts"].values())
