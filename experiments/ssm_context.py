@@ -28,8 +28,8 @@ from typing import Any
 
 import jax
 
-from adjoint_lab import ssm
-from adjoint_lab.core.measure import peak_rss
+from adjoint_lab import ssm, train
+from adjoint_lab.core import peak_rss
 from experiments.report import Report, results_dir
 from experiments.ssm_memory import (
     ADJOINT,
@@ -173,7 +173,8 @@ def search_method(
 
 
 def training_step(preset: str, method: str, context: int, batch: int, timing_path: str) -> Any:
-    """One training step: compile, gradient, Adam update; times go to `timing_path`.
+    """One training step, `adjoint_lab.train.train_step` (gradient, then an Adam update):
+    compile, run; times go to `timing_path`.
 
     The target of `peak_rss` (runs in a fresh process)."""
     import optax
@@ -181,35 +182,33 @@ def training_step(preset: str, method: str, context: int, batch: int, timing_pat
     config = ssm.preset(preset)
     weights = concrete_weights(config)
     tokens = random_tokens(config, batch, context)
-    t0 = time.perf_counter()
-    fn = ssm.gradient_function(config, ssm.GradientOptions(method), context)
-    compiled = fn.lower(weights, tokens).compile()
-    t1 = time.perf_counter()
-    loss, grads = jax.block_until_ready(compiled(weights, tokens))
-    t2 = time.perf_counter()
+    gradient = ssm.gradient_function(config, ssm.gradient_method(method), context)
+
+    def value_and_grad(params: Any, batch_tokens: Any, key: Any):
+        loss, grads = gradient(params, batch_tokens)
+        return (loss, {}), grads
+
     optimizer = optax.adam(1e-3)
-    state = optimizer.init(weights)
-
-    @jax.jit
-    def update(w: Any, g: Any, s: Any) -> tuple[Any, Any]:
-        updates, s = optimizer.update(g, s, w)
-        return optax.apply_updates(w, updates), s
-
-    weights, state = jax.block_until_ready(update(weights, grads, state))
-    t3 = time.perf_counter()
-    finite = bool(all(jax.numpy.isfinite(g).all() for g in jax.tree.leaves(grads)))
+    step = jax.jit(train.train_step(value_and_grad, optimizer), donate_argnums=0)
+    state = train.TrainState.create(weights, optimizer)
+    key = jax.random.PRNGKey(0)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, tokens, key).compile()
+    t1 = time.perf_counter()
+    state, loss, metrics = jax.block_until_ready(compiled(state, tokens, key))
+    t2 = time.perf_counter()
+    finite = bool(jax.numpy.isfinite(metrics["grad_norm"]))
     with open(timing_path, "w") as f:
         json.dump(
             {
                 "compile_s": t1 - t0,
-                "gradient_s": t2 - t1,
-                "update_s": t3 - t2,
+                "step_s": t2 - t1,
                 "loss": float(loss),
                 "grads_finite": finite,
             },
             f,
         )
-    return weights
+    return state.params
 
 
 def run_step(preset: str, method: str, context: int, batch: int, timeout: float) -> dict:
@@ -478,8 +477,7 @@ def _write(
                 _exp(s["T"]),
                 s["status"],
                 f"{s['compile_s']:.1f}" if ok else "—",
-                f"{s['gradient_s']:.1f}" if ok else "—",
-                f"{s['update_s']:.2f}" if ok else "—",
+                f"{s['step_s']:.1f}" if ok else "—",
                 f"{s['wall_s']:.0f}",
                 fmt_mb(s.get("rss_peak_bytes")),
                 f"{s['loss']:.4f}" if ok else "—",
@@ -493,8 +491,7 @@ def _write(
             "T",
             "status",
             "compile s",
-            "gradient s",
-            "Adam update s",
+            "step s (gradient + Adam update)",
             "wall s (process)",
             "peak RSS MB",
             "loss",
@@ -504,8 +501,9 @@ def _write(
         key="steps",
     )
     report.text(
-        "One step = compile the gradient function, run it once on random byte tokens, then "
-        "one optax Adam update (jitted). Peak RSS is the child's VmHWM (includes JAX, the "
+        "One step = `adjoint_lab.train.train_step` (the gradient, then one optax Adam update, "
+        "jitted as one function with the state donated), compiled, then run once on random "
+        "byte tokens. Peak RSS is the child's VmHWM (includes JAX, the "
         "compiler, weights, tokens and Adam state). The steps ran one at a time after the "
         f"searches, each alone but for other users' jobs; {load_note()} at the end."
     )

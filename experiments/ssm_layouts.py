@@ -91,11 +91,11 @@ def layout_mesh(layout: str) -> jax.sharding.Mesh:
 
 
 def measure(
-    config: ssm.SSMConfig, options: ssm.GradientOptions, context: int, layout: str | None
+    config: ssm.SSMConfig, method: ssm.AbstractSSMGradient, context: int, layout: str | None
 ) -> tuple[float, float, float]:
     """`(total MB, temp MB, compile s)` per device."""
     mesh = None if layout is None else layout_mesh(layout)
-    fn = ssm.gradient_function(config, options, context, mesh, layout)
+    fn = ssm.gradient_function(config, method, context, mesh, layout)
     tokens = jax.ShapeDtypeStruct((1, context + 1), jnp.int32)
     start = time.perf_counter()
     report = compiled_memory(fn, abstract_weights(config), tokens)
@@ -154,13 +154,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for preset, method, window, layouts in plan:
         config = model_config(preset)
-        options = ssm.GradientOptions(method, window=window)
+        options = {} if window is None else {"window": window}
+        gradient = ssm.gradient_method(method, **options)
         label = f"{method}(W={window})" if window else method
-        single, single_temp, seconds = measure(config, options, context, None)
+        single, single_temp, seconds = measure(config, gradient, context, None)
         rows.append([preset, label, "one device", context, single, single_temp, 1.0, "", seconds])
         print(rows[-1], flush=True)
         for layout in layouts:
-            total, temp, seconds = measure(config, options, context, layout)
+            total, temp, seconds = measure(config, gradient, context, layout)
             ratio = total / single
             met = "yes" if ratio <= TARGET else "no"
             rows.append([preset, label, layout, context, total, temp, ratio, met, seconds])

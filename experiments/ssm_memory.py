@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from adjoint_lab import ssm
-from adjoint_lab.core.measure import compiled_memory, peak_rss
+from adjoint_lab.core import compiled_memory, peak_rss
 from experiments.report import Report
 
 NAME = "ssm_memory"
@@ -52,7 +52,7 @@ class Variant:
             return f"truncated(W={self.window}{suffix})"
         return f"{self.method}(literal)" if self.form == "literal" else self.method
 
-    def options(self) -> ssm.GradientOptions:
+    def options(self) -> ssm.AbstractSSMGradient:
         return ssm.GradientOptions(self.method, window=self.window, form=self.form)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from adjoint_lab import ssm
-from adjoint_lab.core.measure import time_fn
+from adjoint_lab.core import time_fn
 from experiments.report import Report
 from experiments.ssm_memory import (
     ADJOINT,

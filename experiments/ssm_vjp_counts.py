@@ -25,12 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adjoint_lab import ssm
-from adjoint_lab.core import windowed_adjoint_states
-from adjoint_lab.core.measure import time_fn
-from adjoint_lab.ssm.adjoint import layer_backward_literal
-from adjoint_lab.ssm.api import prepare_tokens
-from adjoint_lab.ssm.autodiff import backprop_loss
-from adjoint_lab.ssm.model import rms_norm
+from adjoint_lab.core import time_fn, windowed_adjoint_states
 from experiments.report import Report
 from experiments.ssm_memory import (
     BACKPROP,
@@ -77,7 +72,7 @@ def literal_pair_matrix(T: int, windows: Sequence[int]) -> np.ndarray:
         "out_kernel": jnp.zeros((N, P)).at[:, 0].set(1.0),  # ∂L/∂h_t = G_t[0]
     }
     r_in = jnp.eye(T, P)[:, None, :]  # token i's input is the i-th unit vector
-    x_diag = jnp.diagonal(rms_norm(r_in[:, 0], w["norm"], eps))  # x_i[i]
+    x_diag = jnp.diagonal(ssm.rms_norm(r_in[:, 0], w["norm"], eps))  # x_i[i]
     a = jnp.ones((T, 1, N))  # Φ(t, i) = 1 for every pair
     h = jnp.zeros((T, 1, N))
 
@@ -85,7 +80,7 @@ def literal_pair_matrix(T: int, windows: Sequence[int]) -> np.ndarray:
     def counts(window: jax.Array) -> jax.Array:
         def one_output(t: jax.Array) -> jax.Array:
             G = jnp.zeros((T, 1, P)).at[t, 0, 0].set(1.0)  # the cotangent of output t alone
-            dw, _ = layer_backward_literal(w, r_in, a, h, G, eps=eps, window=window)
+            dw, _ = ssm.layer_backward_literal(w, r_in, a, h, G, eps=eps, window=window)
             return dw["b_kernel"][:, 0] / x_diag  # row i: Σ_t kept(t, i) c_t
 
         return jax.vmap(one_output)(jnp.arange(T))
@@ -280,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     @jax.jit
     def forward_loss(w: dict[str, Any], tok: jax.Array) -> jax.Array:
         chunk = min(256, Tb)
-        prepared = prepare_tokens(tok, chunk, w["head"].dtype)
-        return backprop_loss(w, *prepared, eps=config.norm_eps, loss_chunk=chunk)
+        prepared = ssm.prepare_tokens(tok, chunk, w["head"].dtype)
+        return ssm.backprop_loss(w, *prepared, eps=config.norm_eps, loss_chunk=chunk)
 
     t_fwd = time_fn(forward_loss, weights, tokens, repeats=profile.repeats).median
     bp_tl, fwd_tl = t_bp / (K * Tb), t_fwd / (K * Tb)

@@ -30,23 +30,19 @@ from .ode import Solution as Solution
 from .ode import count_evaluations as count_evaluations
 from .ode import solve as solve
 
-# Linear recurrences (recurrence.py) are re-exported below.
+# Linear recurrences (recurrence.py): transition types, scans, adjoints, chunk scans.
+from .recurrence import AbstractTransition as AbstractTransition
+from .recurrence import Dense as Dense
+from .recurrence import Diagonal as Diagonal
 from .recurrence import adjoint_states as adjoint_states
+from .recurrence import affine_scan as affine_scan
+from .recurrence import associative_recurrence as associative_recurrence
+from .recurrence import boundary_states as boundary_states
 from .recurrence import chunked_linear_recurrence as chunked_linear_recurrence
-from .recurrence import dense_adjoint_states as dense_adjoint_states
-from .recurrence import dense_chunked_linear_recurrence as dense_chunked_linear_recurrence
-from .recurrence import dense_linear_recurrence as dense_linear_recurrence
-from .recurrence import dense_linear_recurrence_vjp as dense_linear_recurrence_vjp
-from .recurrence import dense_reverse_linear_recurrence as dense_reverse_linear_recurrence
-from .recurrence import dense_windowed_adjoint_states as dense_windowed_adjoint_states
-from .recurrence import (
-    dense_windowed_adjoint_states_literal as dense_windowed_adjoint_states_literal,
-)
+from .recurrence import chunked_scan as chunked_scan
 from .recurrence import linear_recurrence as linear_recurrence
 from .recurrence import linear_recurrence_vjp as linear_recurrence_vjp
-from .recurrence import reverse_linear_recurrence as reverse_linear_recurrence
 from .recurrence import windowed_adjoint_states as windowed_adjoint_states
-from .recurrence import windowed_adjoint_states_literal as windowed_adjoint_states_literal
 
 # Algebraically reversible solvers (reversible.py), for ReversibleAdjoint.
 from .reversible import AbstractReversibleSolver as AbstractReversibleSolver

@@ -17,11 +17,21 @@ and then `∂L/∂b_t = μ_t`, `∂L/∂a_t = μ_t ⊙ h_{t-1}` (dense: `∂L/�
 `∂L/∂h_0 = a_1 ⊙ μ_1` (dense: `A_1ᵀ μ_1`). Both directions are associative scans over affine
 maps `g ↦ m ⊙ g + c` (Blelloch 1990; Martin and Cundy 2018), so both have depth O(log T).
 
-All the functions here come in a diagonal and a dense version, built from one generic
-implementation over the algebra of the transition (`_Diagonal`, `_Dense`). The gradients of
-`linear_recurrence` and `chunked_linear_recurrence` (and their dense versions) are custom
-VJPs that run the adjoint recurrence above; they support reverse mode only (`jax.grad`,
-`jax.vjp`), not forward mode (`jax.jvp`), as any `jax.custom_vjp`.
+Every function takes the kind of transition as an object, `transition=Diagonal()` (the
+default) or `transition=Dense()`: one generic implementation over the algebra of the
+transition. Three forms of the forward recurrence:
+
+- `associative_recurrence` (and `affine_scan`, which also returns the transports): the plain
+  associative scan, differentiated by autodiff through `lax.associative_scan` (the
+  baseline a JAX model would write);
+- `linear_recurrence`: the same states, whose gradient is a custom VJP that runs the adjoint
+  recurrence above;
+- `chunked_linear_recurrence`: chunks of steps, whose gradient stores only the states at
+  chunk boundaries, on the generic chunk scans `chunked_scan` and `boundary_states` (which
+  also serve models whose chunk step is a whole layer stack).
+
+The custom VJPs support reverse mode only (`jax.grad`, `jax.vjp`), not forward mode
+(`jax.jvp`), as any `jax.custom_vjp`.
 
 Complex dtypes follow JAX's convention that a VJP is the transpose (not the conjugate
 transpose) of the JVP, so the formulas above hold unchanged.
@@ -42,29 +52,30 @@ transpose) of the JVP, so the formulas above hold unchanged.
 
 from __future__ import annotations
 
+import abc
 import functools as ft
+from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, ArrayLike, Inexact
+from jaxtyping import Array, ArrayLike, Inexact, PyTree
 
 __all__ = [
+    "AbstractTransition",
+    "Dense",
+    "Diagonal",
     "adjoint_states",
+    "affine_scan",
+    "associative_recurrence",
+    "boundary_states",
     "chunked_linear_recurrence",
-    "dense_adjoint_states",
-    "dense_chunked_linear_recurrence",
-    "dense_linear_recurrence",
-    "dense_linear_recurrence_vjp",
-    "dense_reverse_linear_recurrence",
-    "dense_windowed_adjoint_states",
-    "dense_windowed_adjoint_states_literal",
+    "chunked_scan",
     "linear_recurrence",
     "linear_recurrence_vjp",
-    "reverse_linear_recurrence",
     "windowed_adjoint_states",
-    "windowed_adjoint_states_literal",
 ]
 
 
@@ -73,59 +84,97 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 
 
-class _Diagonal:
-    """Transitions are arrays `a` of the state's shape, acting elementwise."""
+class AbstractTransition(eqx.Module):
+    """The kind of transition `a_t` of `h_t = a_t h_{t-1} + b_t`: how two compose, how one
+    acts on a state, its transpose, and how the arguments are checked."""
 
-    @staticmethod
-    def compose(outer: Array, inner: Array) -> Array:
+    @abc.abstractmethod
+    def compose(self, outer: Array, inner: Array) -> Array:
+        """`outer ∘ inner`."""
+
+    @abc.abstractmethod
+    def apply(self, a: Array, h: Array) -> Array:
+        """`a h`."""
+
+    @abc.abstractmethod
+    def transpose(self, a: Array) -> Array:
+        """`aᵀ`."""
+
+    @abc.abstractmethod
+    def outer(self, mu: Array, h: Array) -> Array:
+        """The gradient of `⟨mu, a h⟩` with respect to `a`."""
+
+    @abc.abstractmethod
+    def identity_like(self, a: Array) -> Array:
+        """The identity transition of the shape of `a`."""
+
+    @abc.abstractmethod
+    def prepare(
+        self, fn: str, names: tuple[str, ...], a: ArrayLike, b: ArrayLike, *rest: Any
+    ) -> tuple[Any, ...]:
+        """`a`, `b` (transitions and per-step vectors, time on axis 0) and the states `rest`
+        (None for zero) as arrays of one float dtype and checked shapes; errors name the
+        function `fn` and the arguments `names`."""
+
+
+class Diagonal(AbstractTransition):
+    """Transitions are arrays `a` of the state's shape `[T, *state]`, acting elementwise."""
+
+    def compose(self, outer, inner):
         return outer * inner
 
-    @staticmethod
-    def apply(a: Array, h: Array) -> Array:
+    def apply(self, a, h):
         return a * h
 
-    @staticmethod
-    def transpose(a: Array) -> Array:
+    def transpose(self, a):
         return a
 
-    @staticmethod
-    def outer(mu: Array, h: Array) -> Array:
+    def outer(self, mu, h):
         return mu * h
 
-    @staticmethod
-    def identity_like(a: Array) -> Array:
+    def identity_like(self, a):
         return jnp.ones_like(a)
 
+    def prepare(self, fn, names, a, b, *rest):
+        return _diagonal_args(fn, names, a, b, *rest)
 
-class _Dense:
-    """Transitions are `[..., N, N]` matrices acting on `[..., N]` states."""
+
+class Dense(AbstractTransition):
+    """Transitions are `[T, N, N]` matrices acting on `[T, N]` states (O(N³) per composition:
+    for small `N`)."""
 
     # Full precision: accelerators otherwise multiply float32 matrices in reduced precision,
     # and these products compound over the whole sequence.
-    @staticmethod
-    def compose(outer: Array, inner: Array) -> Array:
+    def compose(self, outer, inner):
         return jnp.matmul(outer, inner, precision=lax.Precision.HIGHEST)
 
-    @staticmethod
-    def apply(a: Array, h: Array) -> Array:
+    def apply(self, a, h):
         return jnp.einsum("...ij,...j->...i", a, h, precision=lax.Precision.HIGHEST)
 
-    @staticmethod
-    def transpose(a: Array) -> Array:
+    def transpose(self, a):
         return jnp.swapaxes(a, -1, -2)
 
-    @staticmethod
-    def outer(mu: Array, h: Array) -> Array:
+    def outer(self, mu, h):
         return mu[..., :, None] * h[..., None, :]
 
-    @staticmethod
-    def identity_like(a: Array) -> Array:
+    def identity_like(self, a):
         return jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
 
+    def prepare(self, fn, names, a, b, *rest):
+        return _dense_args(fn, names, a, b, *rest)
 
-_DIAGONAL = _Diagonal()
-_DENSE = _Dense()
-_Ops = _Diagonal | _Dense
+
+_DIAGONAL = Diagonal()
+_Ops = AbstractTransition
+
+
+def _check_transition(fn: str, transition: object) -> None:
+    if not isinstance(transition, AbstractTransition):
+        raise ValueError(
+            f"`{fn}(transition={transition!r})`: pass a transition object, "
+            "`adjoint_lab.core.Diagonal()` (elementwise `a_t`) or `adjoint_lab.core.Dense()` "
+            "(matrices `A_t`)."
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -232,6 +281,12 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 # --------------------------------------------------------------------------------------
 
 
+def _padded(x: Array, size: int) -> Array:
+    """`x` zero-padded at the end of axis 0 to a multiple of `size` steps."""
+    pad = -x.shape[0] % size
+    return jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+
+
 def _chunked_forward(ops: _Ops, chunk: int, a: Array, b: Array, h0: Array | None):
     def body(h_in, xs):
         a_k, b_k = xs
@@ -241,7 +296,8 @@ def _chunked_forward(ops: _Ops, chunk: int, a: Array, b: Array, h0: Array | None
     # Zero padding at the end is harmless: padded states come after every real one and are
     # cut off, and their cotangents are zero, so they send nothing back.
     init = jnp.zeros_like(b[0]) if h0 is None else h0
-    _, (h, starts) = lax.scan(body, init, (_blocks(a, chunk), _blocks(b, chunk)))
+    xs = (_padded(a, chunk), _padded(b, chunk))
+    _, (h, starts) = chunked_scan(body, init, xs, chunk=chunk)
     return _unblocks(h, a.shape[0]), starts
 
 
@@ -262,14 +318,17 @@ def _chunked_bwd(ops: _Ops, chunk: int, residuals, c: Array):
     def body(carry, xs):
         # `carry` is a_{s+1}ᵀ μ_{s+1}, with s+1 the first step of the next chunk: what the
         # next chunk sends back into this chunk's last state.
-        a_k, b_k, c_k, h_in = xs
+        (a_k, b_k, c_k), h_in = xs
         h_k = _forward_scan(ops, a_k, b_k, h_in)
         mu, carry = _adjoint(ops, a_k, c_k, carry)
         h_prev = jnp.concatenate([h_in[None], h_k[:-1]])
         return carry, (ops.outer(mu, h_prev), mu)
 
-    xs = (_blocks(a, chunk), _blocks(b, chunk), _blocks(c, chunk), starts)
-    grad_h0, (grad_a, grad_b) = lax.scan(body, jnp.zeros_like(starts[0]), xs, reverse=True)
+    xs = (_padded(a, chunk), _padded(b, chunk), _padded(c, chunk))
+    init = jnp.zeros_like(starts[0])
+    grad_h0, (grad_a, grad_b) = chunked_scan(
+        body, init, xs, chunk=chunk, reverse=True, extra=starts
+    )
     grad_h0 = None if no_h0 else grad_h0
     return _unblocks(grad_a, length), _unblocks(grad_b, length), grad_h0
 
@@ -306,24 +365,6 @@ def _windowed(ops: _Ops, a: Array, c: Array, window: int) -> Array:
     starts_block = (jnp.arange(padded) % window == 0).reshape((-1,) + (1,) * (c.ndim - 2))
     mu_bar = jnp.where(starts_block, suffix_c, suffix_c + ops.apply(suffix_m, shifted))
     return mu_bar[:length]
-
-
-def _windowed_literal(ops: _Ops, a: Array, c: Array, window: int) -> Array:
-    # μ̄_t = Σ_{d=0}^{W-1} Φ(t+d, t)ᵀ c_{t+d}, with Φ(t+d, t)ᵀ = m_t m_{t+1} ⋯ m_{t+d-1}
-    # built up one factor per d, for all t at once: O(T W) work.
-    length = a.shape[0]
-    window = min(window, length)
-    m = jnp.concatenate([_next_transposed(ops, a), jnp.zeros((window,) + a.shape[1:], a.dtype)])
-    c_pad = jnp.concatenate([c, jnp.zeros((window,) + c.shape[1:], c.dtype)])
-
-    def body(d, carry):
-        phi, total = carry
-        total = total + ops.apply(phi, lax.dynamic_slice_in_dim(c_pad, d, length))
-        phi = ops.compose(phi, lax.dynamic_slice_in_dim(m, d, length))
-        return phi, total
-
-    init = (ops.identity_like(a), jnp.zeros_like(c))
-    return lax.fori_loop(0, window, body, init)[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -412,7 +453,7 @@ def _dense_args(
             f"`{fn}`: `{a_name}` has shape {A.shape} and `{b_name}` has shape {b.shape}; "
             f"they must be `[T, N, N]` and `[T, N]` (or `{a_name}` of shape (1, N, N) for a "
             f"time-invariant matrix), time on axis 0. Batch with `jax.vmap`; for a diagonal "
-            f"transition use the functions without the `dense_` prefix."
+            f"transition pass `transition=Diagonal()`."
         )
     if b.shape[0] == 0:
         raise ValueError(f"`{fn}`: the sequences have length T=0; they need T >= 1 steps.")
@@ -422,88 +463,221 @@ def _dense_args(
 
 
 # --------------------------------------------------------------------------------------
-# Public API: diagonal.
+# Generic chunk scans: a recurrence over chunks of time, with any chunk step.
 # --------------------------------------------------------------------------------------
+
+
+def _cut(fn: str, xs: PyTree, chunk: int) -> tuple[PyTree, int]:
+    _check_positive_int(fn, "chunk", chunk)
+    leaves = jax.tree.leaves(xs)
+    if not leaves:
+        raise ValueError(f"`{fn}`: `xs` has no arrays; it needs sequences with time on axis 0.")
+    length = leaves[0].shape[0]
+    for leaf in leaves:
+        if leaf.shape[:1] != (length,):
+            raise ValueError(
+                f"`{fn}`: every leaf of `xs` needs the same length on axis 0 (time); got "
+                f"{length} and {leaf.shape[:1]}."
+            )
+    if length % chunk:
+        raise ValueError(
+            f"`{fn}`: the sequences have T={length} steps, not a multiple of chunk={chunk}. "
+            f"Pad them at the end to {length + (-length % chunk)} steps (and cut the outputs "
+            f"back), or pass a chunk that divides T."
+        )
+    return jax.tree.map(lambda x: x.reshape((length // chunk, chunk) + x.shape[1:]), xs), length
+
+
+def chunked_scan(
+    step: Callable[[Any, PyTree], tuple[Any, PyTree]],
+    init: PyTree,
+    xs: PyTree,
+    *,
+    chunk: int,
+    reverse: bool = False,
+    checkpoint: bool = False,
+    extra: PyTree = None,
+) -> tuple[PyTree, PyTree]:
+    """A recurrence over chunks of time: `carry, ys_k = step(carry, xs_k)` for the chunks
+    `xs_k` of `chunk` steps of `xs`, first to last (last to first if `reverse`).
+
+    The chunk step may be a whole layer stack (with the carry every layer's state): this is
+    the boundary-state form of a recurrent model. With `checkpoint=True` each chunk step is
+    under `jax.checkpoint`, so that autodiff through the scan stores only the carries at chunk
+    boundaries and recomputes one chunk at a time in the backward pass.
+
+    **Arguments:**
+
+    - `step`: `(carry, xs_k) -> (carry, ys_k)`; `xs_k` has the leaves of `xs` cut to
+        `[chunk, ...]` (paired with the `k`-th slice of `extra`, as `(xs_k, extra_k)`, when
+        `extra` is given).
+    - `init`: the carry before the first chunk processed.
+    - `xs`: sequences with time on axis 0, all of one length `T`, a multiple of `chunk`:
+        any other `T` is refused (pad it, so that no step is silently dropped).
+    - `chunk`: the steps per chunk, a Python int >= 1.
+    - `reverse`: run the chunks last to first.
+    - `checkpoint`: rematerialise each chunk step in the backward pass of autodiff.
+    - `extra`: optional per-chunk inputs, leaves `[T / chunk, ...]`.
+
+    **Returns:**
+
+    `(carry, ys)`: the final carry and the outputs stacked over chunks, leaves
+    `[T / chunk, ...]` (reshape a per-step output `[T / chunk, chunk, ...]` to `[T, ...]`).
+    """
+    blocks, _ = _cut("chunked_scan", xs, chunk)
+    body = jax.checkpoint(step) if checkpoint else step
+    if extra is not None:
+        blocks = (blocks, extra)
+    return lax.scan(body, init, blocks, reverse=reverse)
+
+
+def boundary_states(
+    step: Callable[[Any, PyTree], Any], init: PyTree, xs: PyTree, *, chunk: int
+) -> PyTree:
+    """The carry entering each chunk of `chunked_scan(step, init, xs, chunk=chunk)`, leaves
+    `[T / chunk, ...]`: what a method that recomputes chunks from their boundary states
+    stores. Here `step(carry, xs_k)` returns the next carry only.
+
+    **Arguments:**
+
+    - `step`, `init`, `xs`, `chunk`: as for `chunked_scan` (`T` a multiple of `chunk`).
+
+    **Returns:**
+
+    The carries before chunks `0 .. T/chunk - 1` (the first is `init`).
+    """
+
+    def body(carry, xs_k):
+        return step(carry, xs_k), carry
+
+    _cut("boundary_states", xs, chunk)
+    return chunked_scan(body, init, xs, chunk=chunk)[1]
+
+
+# --------------------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------------------
+
+
+def affine_scan(
+    a: Inexact[ArrayLike, " T *state"],
+    b: Inexact[ArrayLike, " T *state"],
+    *,
+    transition: AbstractTransition = _DIAGONAL,
+) -> tuple[Inexact[Array, " T *state"], Inexact[Array, " T *state"]]:
+    """The first `t` steps of `h_t = a_t h_{t-1} + b_t` composed, for every `t`: the
+    transport `Φ_t = a_t ⋯ a_1` and the state `h_t` from `h_0 = 0`, so that from any `h_0`
+    the state is `Φ_t h_0 + h_t` (how a device combines its chunk of time with the state
+    handed to it). By `lax.associative_scan`, differentiated by plain autodiff.
+
+    **Arguments:**
+
+    - `a`: the transitions, `[T, *state]` (`Diagonal`) or `[T, N, N]` (`Dense`).
+    - `b`: the inputs, `[T, *state]`.
+    - `transition`: `Diagonal()` (default) or `Dense()`.
+
+    **Returns:**
+
+    `(Φ, h)`, of the shapes of `a` and `b`.
+    """
+    _check_transition("affine_scan", transition)
+    a, b = transition.prepare("affine_scan", ("a", "b"), a, b)
+    return lax.associative_scan(ft.partial(_combine, transition), (a, b))
+
+
+def associative_recurrence(
+    a: Inexact[ArrayLike, " T *state"],
+    b: Inexact[ArrayLike, " T *state"],
+    h0: Inexact[ArrayLike, " *state"] | None = None,
+    *,
+    transition: AbstractTransition = _DIAGONAL,
+) -> Inexact[Array, " T *state"]:
+    """All states of `h_t = a_t h_{t-1} + b_t`, `t = 1..T`, by `lax.associative_scan`,
+    differentiated by plain autodiff: the recurrence as a JAX model would write it, and the
+    autodiff baselines' forward pass. (`linear_recurrence` has the same states, with the
+    adjoint as its gradient.)
+
+    **Arguments:**
+
+    - `a`, `b`, `h0`: as for `linear_recurrence`.
+    - `transition`: `Diagonal()` (default) or `Dense()`.
+
+    **Returns:**
+
+    The states `h_1..h_T`, of the shape of `b`.
+    """
+    fn = "associative_recurrence"
+    _check_transition(fn, transition)
+    a, b, h0 = transition.prepare(fn, ("a", "b", "h0"), a, b, h0)
+    return _forward_scan(transition, a, b, h0)
 
 
 def linear_recurrence(
     a: Inexact[ArrayLike, " T *state"],
     b: Inexact[ArrayLike, " T *state"],
     h0: Inexact[ArrayLike, " *state"] | None = None,
+    *,
+    transition: AbstractTransition = _DIAGONAL,
 ) -> Inexact[Array, " T *state"]:
-    """All states of `h_t = a_t ⊙ h_{t-1} + b_t`, `t = 1..T`, by an associative scan.
+    """All states of `h_t = a_t ⊙ h_{t-1} + b_t` (dense: `A_t h_{t-1} + b_t`), `t = 1..T`,
+    by an associative scan.
 
     Reverse-mode gradients (`jax.grad`, `jax.vjp`) run the discrete adjoint: one reverse
-    associative scan for `μ_t = a_{t+1} ⊙ μ_{t+1} + c_t`, then `∂L/∂b_t = μ_t`,
-    `∂L/∂a_t = μ_t ⊙ h_{t-1}`, `∂L/∂h_0 = a_1 ⊙ μ_1` (see `linear_recurrence_vjp`).
+    associative scan for `μ_t = a_{t+1}ᵀ μ_{t+1} + c_t`, then `∂L/∂b_t = μ_t`,
+    `∂L/∂a_t = μ_t ⊙ h_{t-1}` (dense: `μ_t h_{t-1}ᵀ`), `∂L/∂h_0 = a_1ᵀ μ_1` (see
+    `linear_recurrence_vjp`).
 
     Memory: the backward pass keeps `a`, `h0` and the output `h` (for `h_{t-1}`) rather
     than `b`: the same size, but no recomputation, and free when the caller keeps `h`
     anyway (as `y_t = C_t h_t` does for its own gradient). Plain autodiff through
-    `lax.associative_scan` keeps the intermediates of every level instead. (XLA's CPU plan
-    for T=4096, 64 float32 channels and a loss nonlinear in `h`: 4.7 MB of temporaries
-    against 8.4 MB, and 3.1 MB for autodiff through `lax.scan`.) For O(T/C + C) stored
-    states use `chunked_linear_recurrence`.
+    `lax.associative_scan` (`associative_recurrence`) keeps the intermediates of every level
+    instead. (XLA's CPU plan for T=4096, 64 float32 channels and a loss nonlinear in `h`:
+    4.7 MB of temporaries against 8.4 MB, and 3.1 MB for autodiff through `lax.scan`.) For
+    O(T/C + C) stored states use `chunked_linear_recurrence`.
 
     **Arguments:**
 
-    - `a`: the transitions, shape `[T, *state]` (time on axis 0). A size-1 axis broadcasts,
-        e.g. shape `(1, *state)` for a time-invariant `a`.
+    - `a`: the transitions: `[T, *state]` for `Diagonal()` (a size-1 axis broadcasts, e.g.
+        `(1, *state)` for a time-invariant `a`), `[T, N, N]` or `(1, N, N)` for `Dense()`.
     - `b`: the inputs, shape `[T, *state]`.
     - `h0`: the initial state, broadcastable to `state`; zero if `None`.
+    - `transition`: `Diagonal()` (default) or `Dense()`.
 
     **Returns:**
 
     The states `h_1..h_T`, shape `[T, *state]`, in the common floating dtype of the
     arguments.
     """
-    a, b, h0 = _diagonal_args("linear_recurrence", ("a", "b", "h0"), a, b, h0)
-    return _recurrence(_DIAGONAL, a, b, h0)
-
-
-def reverse_linear_recurrence(
-    a: Inexact[ArrayLike, " T *state"],
-    b: Inexact[ArrayLike, " T *state"],
-    h_end: Inexact[ArrayLike, " *state"] | None = None,
-) -> Inexact[Array, " T *state"]:
-    """All states of the backward recurrence `g_t = a_t ⊙ g_{t+1} + b_t`, `t = T..1`.
-
-    It is `linear_recurrence` run backwards in time (with its adjoint gradients).
-
-    **Arguments:**
-
-    - `a`: the transitions, shape `[T, *state]`; `a_t` multiplies `g_{t+1}`.
-    - `b`: the inputs, shape `[T, *state]`.
-    - `h_end`: the state `g_{T+1}`, broadcastable to `state`; zero if `None`.
-
-    **Returns:**
-
-    The states `g_1..g_T`, shape `[T, *state]`.
-    """
-    a, b, h_end = _diagonal_args("reverse_linear_recurrence", ("a", "b", "h_end"), a, b, h_end)
-    return _recurrence(_DIAGONAL, a[::-1], b[::-1], h_end)[::-1]
+    _check_transition("linear_recurrence", transition)
+    a, b, h0 = transition.prepare("linear_recurrence", ("a", "b", "h0"), a, b, h0)
+    return _recurrence(transition, a, b, h0)
 
 
 def adjoint_states(
-    a: Inexact[ArrayLike, " T *state"], c: Inexact[ArrayLike, " T *state"]
+    a: Inexact[ArrayLike, " T *state"],
+    c: Inexact[ArrayLike, " T *state"],
+    *,
+    transition: AbstractTransition = _DIAGONAL,
 ) -> Inexact[Array, " T *state"]:
-    """The adjoint states `μ_T = c_T`, `μ_t = a_{t+1} ⊙ μ_{t+1} + c_t` of the recurrence
-    `h_t = a_t ⊙ h_{t-1} + b_t`.
+    """The adjoint states `μ_T = c_T`, `μ_t = a_{t+1}ᵀ μ_{t+1} + c_t` of the recurrence
+    `h_t = a_t h_{t-1} + b_t`.
 
     With `c_t = ∂L/∂h_t` (the direct cotangents of the outputs), `μ_t` is the total
     derivative `dL/dh_t` through all later states: `∂L/∂b_t = μ_t`.
 
     **Arguments:**
 
-    - `a`: the forward transitions `a_1..a_T`, shape `[T, *state]` (`a_1` is not used).
+    - `a`: the forward transitions `a_1..a_T` (`a_1` is not used).
     - `c`: the output cotangents, shape `[T, *state]`.
+    - `transition`: `Diagonal()` (default) or `Dense()`.
 
     **Returns:**
 
     `μ_1..μ_T`, shape `[T, *state]`.
     """
-    a, c = _diagonal_args("adjoint_states", ("a", "c"), a, c)
-    return _adjoint(_DIAGONAL, a, c)[0]
+    _check_transition("adjoint_states", transition)
+    a, c = transition.prepare("adjoint_states", ("a", "c"), a, c)
+    return _adjoint(transition, a, c)[0]
 
 
 def linear_recurrence_vjp(
@@ -511,34 +685,47 @@ def linear_recurrence_vjp(
     h: Inexact[ArrayLike, " T *state"],
     c: Inexact[ArrayLike, " T *state"],
     h0: Inexact[ArrayLike, " *state"] | None = None,
+    *,
+    carry: Inexact[ArrayLike, " *state"] | None = None,
+    transition: AbstractTransition = _DIAGONAL,
 ) -> tuple[Inexact[Array, " T *state"], Inexact[Array, " T *state"], Inexact[Array, " *state"]]:
     """The gradients of `h = linear_recurrence(a, b, h0)` from its states and cotangents.
 
     This is the backward pass of `linear_recurrence`, exposed for methods (such as adjoint
-    sharding) that hold the states and feed the per-step cotangents to VJPs of their own.
+    sharding) that hold the states and feed the per-step cotangents to VJPs of their own. On
+    a chunk of a longer sequence, `h0` is the state before the chunk and `carry` the adjoint
+    `a_{T+1}ᵀ μ_{T+1}` handed back by the steps after it.
 
     **Arguments:**
 
-    - `a`: the transitions, shape `[T, *state]`.
+    - `a`: the transitions.
     - `h`: the states `h_1..h_T` of the forward pass, shape `[T, *state]`.
     - `c`: the cotangents `∂L/∂h_t`, shape `[T, *state]`.
     - `h0`: the initial state of the forward pass, broadcastable to `state`; zero if `None`.
+    - `carry`: the adjoint from after the last step, added to `μ_T`; zero if `None`.
+    - `transition`: `Diagonal()` (default) or `Dense()`.
 
     **Returns:**
 
-    `(∂L/∂a, ∂L/∂b, ∂L/∂h0)`: `μ_t ⊙ h_{t-1}`, `μ_t` (shape `[T, *state]`) and `a_1 ⊙ μ_1`
-    (shape `state`), with `μ = adjoint_states(a, c)`.
+    `(∂L/∂a, ∂L/∂b, ∂L/∂h0)`: `μ_t ⊙ h_{t-1}` (dense: `μ_t h_{t-1}ᵀ`), `μ_t` (shape
+    `[T, *state]`) and `a_1ᵀ μ_1` (shape `state`), with `μ = adjoint_states(a, c)` (and
+    `carry` added to `c_T`).
     """
     fn = "linear_recurrence_vjp"
-    dtype = _float_dtype(a, h, c, *([] if h0 is None else [h0]))
+    _check_transition(fn, transition)
+    dtype = _float_dtype(a, h, c, *(x for x in (h0, carry) if x is not None))
     c = jnp.asarray(c, dtype)
-    a, h, h0 = _diagonal_args(fn, ("a", "h", "h0"), a, jnp.asarray(h, dtype), h0)
+    a, h, h0, carry = transition.prepare(
+        fn, ("a", "h", "h0", "carry"), a, jnp.asarray(h, dtype), h0, carry
+    )
     if c.shape != h.shape:
         raise ValueError(
             f"`{fn}`: `c` has shape {c.shape} but `h` has shape {h.shape}; the cotangents "
             "must have the shape of the states."
         )
-    return _vjp(_DIAGONAL, a, h0, h, c)
+    if carry is not None:
+        c = c.at[-1].add(carry)
+    return _vjp(transition, a, h0, h, c)
 
 
 def chunked_linear_recurrence(
@@ -547,24 +734,25 @@ def chunked_linear_recurrence(
     h0: Inexact[ArrayLike, " *state"] | None = None,
     *,
     chunk: int,
+    transition: AbstractTransition = _DIAGONAL,
 ) -> Inexact[Array, " T *state"]:
     """`linear_recurrence` in chunks of `chunk` steps, whose gradient stores only the
     states at chunk boundaries.
 
-    Forward: a sequential `lax.scan` over the `ceil(T/chunk)` chunks carries the state
-    across boundaries; inside a chunk an associative scan gives the states. Backward: a
-    reverse `lax.scan` over chunks recomputes each chunk's states from its boundary state,
-    runs the adjoint inside the chunk by a reverse associative scan, and carries
-    `a_{s+1} ⊙ μ_{s+1}` back across the boundary. Beyond the inputs and outputs, the
-    backward pass holds O(T/chunk) boundary states plus O(chunk) states of one chunk
-    (`chunk ≈ sqrt(T)` minimises the sum), at the cost of one extra forward pass.
+    Forward: a sequential scan over the `ceil(T/chunk)` chunks (`chunked_scan`) carries the
+    state across boundaries; inside a chunk an associative scan gives the states. Backward: a
+    reverse scan over chunks recomputes each chunk's states from its boundary state, runs the
+    adjoint inside the chunk by a reverse associative scan, and carries `a_{s+1}ᵀ μ_{s+1}`
+    back across the boundary. Beyond the inputs and outputs, the backward pass holds
+    O(T/chunk) boundary states plus O(chunk) states of one chunk (`chunk ≈ sqrt(T)` minimises
+    the sum), at the cost of one extra forward pass.
 
     `T` need not be a multiple of `chunk`: the last chunk is zero-padded, which cannot
     change the real states or their gradients.
 
     **Arguments:**
 
-    - `a`, `b`, `h0`: as `linear_recurrence`.
+    - `a`, `b`, `h0`, `transition`: as `linear_recurrence`.
     - `chunk`: the number of steps per chunk, a Python int >= 1 (static under `jax.jit`).
         Values above `T` mean one chunk.
 
@@ -574,35 +762,41 @@ def chunked_linear_recurrence(
     """
     fn = "chunked_linear_recurrence"
     _check_positive_int(fn, "chunk", chunk)
-    a, b, h0 = _diagonal_args(fn, ("a", "b", "h0"), a, b, h0)
-    return _chunked(_DIAGONAL, min(chunk, a.shape[0]), a, b, h0)
+    _check_transition(fn, transition)
+    a, b, h0 = transition.prepare(fn, ("a", "b", "h0"), a, b, h0)
+    return _chunked(transition, min(chunk, a.shape[0]), a, b, h0)
 
 
 def windowed_adjoint_states(
-    a: Inexact[ArrayLike, " T *state"], c: Inexact[ArrayLike, " T *state"], *, window: int
+    a: Inexact[ArrayLike, " T *state"],
+    c: Inexact[ArrayLike, " T *state"],
+    *,
+    window: int,
+    transition: AbstractTransition = _DIAGONAL,
 ) -> Inexact[Array, " T *state"]:
-    """The windowed (truncated) adjoint states `μ̄_t = Σ_{i=t}^{min(t+W-1, T)} Φ(i,t) ⊙ c_i`,
-    `Φ(i,t) = a_{t+1} ⊙ ⋯ ⊙ a_i` (`Φ(t,t) = 1`), in O(T) work and without cancellation.
+    """The windowed (truncated) adjoint states `μ̄_t = Σ_{i=t}^{min(t+W-1, T)} Φ(i,t)ᵀ c_i`,
+    `Φ(i,t) = a_i ⋯ a_{t+1}` (`Φ(t,t) = 1`), in O(T) work and without cancellation.
 
     `μ̄_t` is the part of the adjoint `μ_t` (see `adjoint_states`) that reaches `h_t` from
     the outputs at most `W - 1` steps later; the truncated adjoint sharding of Xu et al.
     (2025, Eq. 7) uses it in place of `μ_t`. `W >= T` gives `μ`, `W = 1` gives `c`.
 
-    The identity `μ̄_t = μ_t - Φ(t+W,t) ⊙ μ_{t+W}` is not used: it subtracts two large
+    The identity `μ̄_t = μ_t - Φ(t+W,t)ᵀ μ_{t+W}` is not used: it subtracts two large
     numbers where `a ≈ 1` and the outputs past the window dominate, and Φ under- or
     overflows over long windows. Instead, with time cut into blocks of `W` steps, every
     window is a suffix of one block followed by a prefix of the next (van Herk 1992,
-    Gil and Werman 1993), and `μ̄_t = σ_t + Q_t ⊙ ρ_{t+W-1}` where `σ`, `Q` are the
+    Gil and Werman 1993), and `μ̄_t = σ_t + Q_t ρ_{t+W-1}` where `σ`, `Q` are the
     adjoint and transport product of the suffix and `ρ` the adjoint of the prefix, all from
     associative scans inside blocks. Every term is a product of `a`'s over a sub-range of a
     window and every sum adds terms of the exact sum: no division, no subtraction.
 
     **Arguments:**
 
-    - `a`: the forward transitions `a_1..a_T`, shape `[T, *state]`.
+    - `a`: the forward transitions `a_1..a_T`.
     - `c`: the output cotangents, shape `[T, *state]`.
     - `window`: `W`, the number of outputs each adjoint state sees, a Python int >= 1
         (static under `jax.jit`).
+    - `transition`: `Diagonal()` (default) or `Dense()`.
 
     **Returns:**
 
@@ -610,198 +804,6 @@ def windowed_adjoint_states(
     """
     fn = "windowed_adjoint_states"
     _check_positive_int(fn, "window", window)
-    a, c = _diagonal_args(fn, ("a", "c"), a, c)
-    return _windowed(_DIAGONAL, a, c, window)
-
-
-def windowed_adjoint_states_literal(
-    a: Inexact[ArrayLike, " T *state"], c: Inexact[ArrayLike, " T *state"], *, window: int
-) -> Inexact[Array, " T *state"]:
-    """`windowed_adjoint_states` by its definition: the direct double sum, O(T W) work.
-
-    For each offset `d = 0..W-1` adds `Φ(t+d, t) ⊙ c_{t+d}` for all `t` at once, building
-    `Φ(t+d, t)` one factor per `d`. A reference for tests and for timing the truncated
-    adjoint the way the paper counts it.
-
-    **Arguments:**
-
-    - `a`, `c`, `window`: as `windowed_adjoint_states`.
-
-    **Returns:**
-
-    `μ̄_1..μ̄_T`, shape `[T, *state]`.
-    """
-    fn = "windowed_adjoint_states_literal"
-    _check_positive_int(fn, "window", window)
-    a, c = _diagonal_args(fn, ("a", "c"), a, c)
-    return _windowed_literal(_DIAGONAL, a, c, window)
-
-
-# --------------------------------------------------------------------------------------
-# Public API: dense.
-# --------------------------------------------------------------------------------------
-
-
-def dense_linear_recurrence(
-    A: Inexact[ArrayLike, "T N N"],
-    b: Inexact[ArrayLike, "T N"],
-    h0: Inexact[ArrayLike, " N"] | None = None,
-) -> Inexact[Array, "T N"]:
-    """All states of `h_t = A_t h_{t-1} + b_t`, `t = 1..T`, by an associative scan over
-    matrix products (O(T N³) work: for small `N`).
-
-    Reverse-mode gradients run the discrete adjoint `μ_t = A_{t+1}ᵀ μ_{t+1} + c_t` by a
-    reverse associative scan, then `∂L/∂A_t = μ_t h_{t-1}ᵀ`, `∂L/∂b_t = μ_t`,
-    `∂L/∂h_0 = A_1ᵀ μ_1`. Memory as for `linear_recurrence`: `A`, `h0` and `h` are kept.
-
-    **Arguments:**
-
-    - `A`: the transition matrices, shape `[T, N, N]` (or `(1, N, N)`: time-invariant).
-    - `b`: the inputs, shape `[T, N]`.
-    - `h0`: the initial state, broadcastable to `(N,)`; zero if `None`.
-
-    **Returns:**
-
-    The states `h_1..h_T`, shape `[T, N]`.
-    """
-    A, b, h0 = _dense_args("dense_linear_recurrence", ("A", "b", "h0"), A, b, h0)
-    return _recurrence(_DENSE, A, b, h0)
-
-
-def dense_reverse_linear_recurrence(
-    A: Inexact[ArrayLike, "T N N"],
-    b: Inexact[ArrayLike, "T N"],
-    h_end: Inexact[ArrayLike, " N"] | None = None,
-) -> Inexact[Array, "T N"]:
-    """All states of `g_t = A_t g_{t+1} + b_t`, `t = T..1`, from `g_{T+1} = h_end`.
-
-    **Arguments:**
-
-    - `A`: the matrices, shape `[T, N, N]`; `A_t` multiplies `g_{t+1}`.
-    - `b`: the inputs, shape `[T, N]`.
-    - `h_end`: the state `g_{T+1}`, broadcastable to `(N,)`; zero if `None`.
-
-    **Returns:**
-
-    The states `g_1..g_T`, shape `[T, N]`.
-    """
-    A, b, h_end = _dense_args("dense_reverse_linear_recurrence", ("A", "b", "h_end"), A, b, h_end)
-    return _recurrence(_DENSE, A[::-1], b[::-1], h_end)[::-1]
-
-
-def dense_adjoint_states(
-    A: Inexact[ArrayLike, "T N N"], c: Inexact[ArrayLike, "T N"]
-) -> Inexact[Array, "T N"]:
-    """The adjoint states `μ_T = c_T`, `μ_t = A_{t+1}ᵀ μ_{t+1} + c_t` of
-    `h_t = A_t h_{t-1} + b_t`.
-
-    **Arguments:**
-
-    - `A`: the forward matrices `A_1..A_T`, shape `[T, N, N]` (`A_1` is not used).
-    - `c`: the output cotangents, shape `[T, N]`.
-
-    **Returns:**
-
-    `μ_1..μ_T`, shape `[T, N]`.
-    """
-    A, c = _dense_args("dense_adjoint_states", ("A", "c"), A, c)
-    return _adjoint(_DENSE, A, c)[0]
-
-
-def dense_linear_recurrence_vjp(
-    A: Inexact[ArrayLike, "T N N"],
-    h: Inexact[ArrayLike, "T N"],
-    c: Inexact[ArrayLike, "T N"],
-    h0: Inexact[ArrayLike, " N"] | None = None,
-) -> tuple[Inexact[Array, "T N N"], Inexact[Array, "T N"], Inexact[Array, " N"]]:
-    """The gradients of `h = dense_linear_recurrence(A, b, h0)` from its states and
-    cotangents.
-
-    **Arguments:**
-
-    - `A`: the matrices, shape `[T, N, N]`.
-    - `h`: the states `h_1..h_T` of the forward pass, shape `[T, N]`.
-    - `c`: the cotangents `∂L/∂h_t`, shape `[T, N]`.
-    - `h0`: the initial state, broadcastable to `(N,)`; zero if `None`.
-
-    **Returns:**
-
-    `(∂L/∂A, ∂L/∂b, ∂L/∂h0)`: `μ_t h_{t-1}ᵀ` (shape `[T, N, N]`), `μ_t` (shape `[T, N]`)
-    and `A_1ᵀ μ_1` (shape `(N,)`), with `μ = dense_adjoint_states(A, c)`.
-    """
-    fn = "dense_linear_recurrence_vjp"
-    dtype = _float_dtype(A, h, c, *([] if h0 is None else [h0]))
-    c = jnp.asarray(c, dtype)
-    A, h, h0 = _dense_args(fn, ("A", "h", "h0"), A, jnp.asarray(h, dtype), h0)
-    if c.shape != h.shape:
-        raise ValueError(
-            f"`{fn}`: `c` has shape {c.shape} but `h` has shape {h.shape}; the cotangents "
-            "must have the shape of the states."
-        )
-    return _vjp(_DENSE, A, h0, h, c)
-
-
-def dense_chunked_linear_recurrence(
-    A: Inexact[ArrayLike, "T N N"],
-    b: Inexact[ArrayLike, "T N"],
-    h0: Inexact[ArrayLike, " N"] | None = None,
-    *,
-    chunk: int,
-) -> Inexact[Array, "T N"]:
-    """`dense_linear_recurrence` in chunks whose gradient stores only boundary states; see
-    `chunked_linear_recurrence`.
-
-    **Arguments:**
-
-    - `A`, `b`, `h0`: as `dense_linear_recurrence`.
-    - `chunk`: the number of steps per chunk, a Python int >= 1 (static under `jax.jit`).
-
-    **Returns:**
-
-    The states `h_1..h_T`, shape `[T, N]`.
-    """
-    fn = "dense_chunked_linear_recurrence"
-    _check_positive_int(fn, "chunk", chunk)
-    A, b, h0 = _dense_args(fn, ("A", "b", "h0"), A, b, h0)
-    return _chunked(_DENSE, min(chunk, A.shape[0]), A, b, h0)
-
-
-def dense_windowed_adjoint_states(
-    A: Inexact[ArrayLike, "T N N"], c: Inexact[ArrayLike, "T N"], *, window: int
-) -> Inexact[Array, "T N"]:
-    """The windowed adjoint `μ̄_t = Σ_{i=t}^{min(t+W-1, T)} Φ(i,t)ᵀ c_i`,
-    `Φ(i,t) = A_i ⋯ A_{t+1}`, in O(T) matrix products; see `windowed_adjoint_states`.
-
-    **Arguments:**
-
-    - `A`: the forward matrices `A_1..A_T`, shape `[T, N, N]`.
-    - `c`: the output cotangents, shape `[T, N]`.
-    - `window`: `W`, a Python int >= 1 (static under `jax.jit`).
-
-    **Returns:**
-
-    `μ̄_1..μ̄_T`, shape `[T, N]`.
-    """
-    fn = "dense_windowed_adjoint_states"
-    _check_positive_int(fn, "window", window)
-    A, c = _dense_args(fn, ("A", "c"), A, c)
-    return _windowed(_DENSE, A, c, window)
-
-
-def dense_windowed_adjoint_states_literal(
-    A: Inexact[ArrayLike, "T N N"], c: Inexact[ArrayLike, "T N"], *, window: int
-) -> Inexact[Array, "T N"]:
-    """`dense_windowed_adjoint_states` by the direct double sum, O(T W) matrix products.
-
-    **Arguments:**
-
-    - `A`, `c`, `window`: as `dense_windowed_adjoint_states`.
-
-    **Returns:**
-
-    `μ̄_1..μ̄_T`, shape `[T, N]`.
-    """
-    fn = "dense_windowed_adjoint_states_literal"
-    _check_positive_int(fn, "window", window)
-    A, c = _dense_args(fn, ("A", "c"), A, c)
-    return _windowed_literal(_DENSE, A, c, window)
+    _check_transition(fn, transition)
+    a, c = transition.prepare(fn, ("a", "c"), a, c)
+    return _windowed(transition, a, c, window)

@@ -36,16 +36,18 @@ every output time `t`, one batched VJP over all sources `i` (O(T²) token-VJPs; 
 
 from __future__ import annotations
 
+import abc
 import functools as ft
 from collections.abc import Callable
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from ..core import adjoint_states, windowed_adjoint_states
+from ..core import adjoint_states, linear_recurrence_vjp, windowed_adjoint_states
 from .loss import chunked_loss_and_cotangent
 from .model import (
     LayerWeights,
@@ -62,13 +64,20 @@ from .model import (
 )
 
 __all__ = [
+    "AbstractLayerVJP",
+    "AggregatedVJP",
+    "LiteralVJP",
     "Stored",
-    "adjoint_value_and_grad",
+    "embedding_gradient",
     "exact_chunk_backward",
     "exact_layer_backward",
     "exact_layers_backward",
+    "exact_value_and_grad",
     "forward_store",
+    "highway_layers_backward",
+    "highway_value_and_grad",
     "layer_backward",
+    "layer_backward_literal",
 ]
 
 _A_KEYS = ("a_kernel", "a_bias")
@@ -188,7 +197,8 @@ def exact_layer_backward(
     """One layer of the exact method: from the layer's output stream `r = r_k` and its
     cotangent `G = G_k`, the layer's gradients, `r_{k-1}` and `G_{k-1}`.
 
-    Everything runs over chunks of `chunk` tokens, last chunk first: the adjoint `μ` of a
+    Everything runs over chunks of `chunk` tokens (and a last partial chunk if `T` is not
+    a multiple of `chunk`), last chunk first: the adjoint `μ` of a
     chunk is a reverse scan from the carry `a ⊙ μ` handed back by the chunk after it, then
     the per-token VJPs of 𝒜, ℬ, 𝒞 and of the norm run on the chunk, writing its `r_{k-1}`
     and `G_{k-1}` over `r` and `G` in place. No `T × N` buffer exists beyond the stored
@@ -197,7 +207,19 @@ def exact_layer_backward(
     **Returns:** `(∂L/∂w, r_{k-1}, G_{k-1}, a_1 ⊙ μ_1)`.
     """
     first = jnp.zeros_like(h[0]) if h0 is None else h0
-    n_chunks = r.shape[0] // chunk
+    T = r.shape[0]
+    n_chunks, tail = divmod(T, chunk)
+    zeros = jax.tree.map(jnp.zeros_like, w)
+    after = jnp.zeros_like(h[0]) if mu_end is None else mu_end
+    if tail:
+        # A last partial chunk (T not a multiple of chunk) goes first, on its own.
+        start = T - tail
+        before = first if start == 0 else h[start - 1]
+        zeros, r_prev, G_prev, after = exact_chunk_backward(
+            w, a[start:], c[start:], h[start:], before, r[start:], G[start:], after, eps=eps
+        )
+        r = lax.dynamic_update_slice_in_dim(r, r_prev, start, 0)
+        G = lax.dynamic_update_slice_in_dim(G, G_prev, start, 0)
 
     def one_chunk(i: Array, carry):
         r, G, dw, after = carry
@@ -212,8 +234,6 @@ def exact_layer_backward(
         G = lax.dynamic_update_slice_in_dim(G, G_prev, j * chunk, 0)
         return r, G, jax.tree.map(jnp.add, dw, dw_j), after
 
-    zeros = jax.tree.map(jnp.zeros_like, w)
-    after = jnp.zeros_like(h[0]) if mu_end is None else mu_end
     r, G, dw, mu_start = lax.fori_loop(0, n_chunks, one_chunk, (r, G, zeros, after))
     return dw, r, G, mu_start
 
@@ -238,16 +258,15 @@ def exact_chunk_backward(
     maps_w = {k: w[k] for k in _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")}
     dz = G @ w["out_kernel"].T  # ∂L/∂(c ⊙ h)
     # μ_t = a_{t+1} μ_{t+1} + c_t ⊙ dz_t; the chunk's last μ also gets a ⊙ μ from after it.
-    mu = adjoint_states(a, (dz * c).at[-1].add(after))
-    h_prev = jnp.concatenate([h_before[None], h[:-1]], axis=0)
-    cotangents = (mu * h_prev, mu, dz * h)
+    d_a, mu, mu_start = linear_recurrence_vjp(a, h, dz * c, h_before, carry=after)
+    cotangents = (d_a, mu, dz * h)
     r_prev = r - emit(w, c, h)  # the residual layer inverted: its input, not stored
     x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
     _, maps_vjp = jax.vjp(_maps, maps_w, x)
     dw_maps, dx = maps_vjp(cotangents)
     dr, d_norm = norm_vjp(dx)
     d_out = jnp.einsum("...n,...p->np", c * h, G)
-    return {**dw_maps, "norm": d_norm, "out_kernel": d_out}, r_prev, G + dr, a[0] * mu[0]
+    return {**dw_maps, "norm": d_norm, "out_kernel": d_out}, r_prev, G + dr, mu_start
 
 
 def exact_layers_backward(
@@ -326,36 +345,78 @@ def layer_backward_literal(
     return {**dw_a, **dw_b, **dw_c, "norm": d_norm}, dr
 
 
-def _embedding_gradient(weights: Weights, inputs: Array, G0: Array) -> Array:
+def embedding_gradient(weights: Weights, inputs: Array, G0: Array) -> Array:
+    """The embedding table's gradient from the cotangent `G0` of the embedded stream."""
     table = jnp.zeros_like(weights["embed"])
     return table.at[inputs.reshape(-1)].add(G0.reshape(-1, G0.shape[-1]))
 
 
-def _highway_backward(
-    weights: Weights, stored: Stored, g: Array, eps: float, window: int | None, literal: bool
-) -> tuple[LayerWeights, Array]:
-    """The paper's estimator: every layer sees `g`; independent VJP work per layer, summed
-    into the embedding's cotangent."""
-    if window is None:
-        adjoint: AdjointFn = adjoint_states
-    else:
+class AbstractLayerVJP(eqx.Module):
+    """How one layer of the paper's estimator turns its stored states and the head cotangent
+    into its gradients: `(w, r_in, a, h, G, eps) -> (∂L/∂w, J_RMSNorm(r_in)ᵀ ξ)`."""
 
-        def adjoint(a: Array, c: Array) -> Array:
-            return windowed_adjoint_states(a, c, window=window)
+    window: eqx.AbstractVar[int | None]
+
+    @abc.abstractmethod
+    def __call__(
+        self, w: LayerWeights, r_in: Array, a: Array, h: Array, G: Array, eps: float
+    ) -> tuple[LayerWeights, Array]:
+        raise NotImplementedError
+
+
+class AggregatedVJP(AbstractLayerVJP):
+    """The O(T) form: the (windowed) adjoint states by one scan, then one VJP per map."""
+
+    window: int | None = None
+
+    def __call__(self, w, r_in, a, h, G, eps):
+        window = self.window
+        if window is None:
+            adjoint: AdjointFn = adjoint_states
+        else:
+
+            def adjoint(a: Array, c: Array) -> Array:
+                return windowed_adjoint_states(a, c, window=window)
+
+        dw, dr, _ = layer_backward(w, r_in, a, h, G, eps=eps, adjoint=adjoint)
+        return dw, dr
+
+
+class LiteralVJP(AbstractLayerVJP):
+    """The paper's O(T²) double sum (`layer_backward_literal`)."""
+
+    window: int | None = None
+
+    def __call__(self, w, r_in, a, h, G, eps):
+        return layer_backward_literal(w, r_in, a, h, G, eps=eps, window=self.window)
+
+
+def highway_layers_backward(
+    layers: LayerWeights,
+    stored: Stored,
+    g: Float[Array, "T B P"],
+    layer_vjp: AbstractLayerVJP,
+    eps: float,
+    acc: Float[Array, "T B P"],
+) -> tuple[LayerWeights, Float[Array, "T B P"]]:
+    """The paper's estimator over the stacked `layers`: every layer sees the head cotangent
+    `g`, so the layers' VJP work is independent.
+
+    **Returns:** `(∂L/∂layers, acc + Σ_k J_RMSNorm(r_{k-1})ᵀ ξ_k)` over these layers (the
+    sum starts from `acc`, so that the caller's `g` needs no second buffer).
+    """
 
     def step(acc: Array, xs):
         w, r_in, a, h = xs
-        if literal:
-            dw, dr = layer_backward_literal(w, r_in, a, h, g, eps=eps, window=window)
-        else:
-            dw, dr, _ = layer_backward(w, r_in, a, h, g, eps=eps, adjoint=adjoint)
+        dw, dr = layer_vjp(w, r_in, a, h, g, eps)
         return acc + dr, dw
 
-    G0, d_layers = lax.scan(step, g, (weights["layers"], stored.r_in, stored.a, stored.h))
-    return d_layers, G0
+    xs = (layers, stored.r_in, stored.a, stored.h)
+    acc, d_layers = lax.scan(step, acc, xs)
+    return d_layers, acc
 
 
-def adjoint_value_and_grad(
+def highway_value_and_grad(
     weights: Weights,
     inputs: Int[Array, "T B"],
     targets: Int[Array, "T B"],
@@ -364,28 +425,43 @@ def adjoint_value_and_grad(
     *,
     eps: float,
     loss_chunk: int,
-    exact: bool,
-    window: int | None = None,
-    literal: bool = False,
+    layer_vjp: AbstractLayerVJP,
 ) -> tuple[Float[Array, ""], Weights]:
-    """The loss and its gradient by adjoint sharding.
-
-    `exact=True` hands the residual-stream cotangent from layer to layer (`adjoint`);
-    `exact=False` gives every layer the head cotangent `g` (`adjoint_paper`, and `truncated`
-    with a `window`). `literal=True` runs the paper's double sum.
-    """
-    stored = forward_store(weights, inputs, eps, keep_inputs=not exact, chunk=loss_chunk)
+    """The loss and the paper's estimator of its gradient (`adjoint_paper`, `truncated`):
+    every layer sees `g`; the embedding receives `g + Σ_k J_RMSNormᵀ ξ_k`."""
+    stored = forward_store(weights, inputs, eps, keep_inputs=True, chunk=loss_chunk)
     loss, g, d_final_norm, d_head = chunked_loss_and_cotangent(
         weights["final_norm"], weights["head"], stored.r_out, targets, mask, eps, loss_chunk, scale
     )
-    if exact:
-        d_layers, G0, _ = exact_layers_backward(
-            weights["layers"], stored, g, eps=eps, chunk=loss_chunk
-        )
-    else:
-        d_layers, G0 = _highway_backward(weights, stored, g, eps, window, literal)
+    d_layers, G0 = highway_layers_backward(weights["layers"], stored, g, layer_vjp, eps, g)
     grads = {
-        "embed": _embedding_gradient(weights, inputs, G0),
+        "embed": embedding_gradient(weights, inputs, G0),
+        "layers": d_layers,
+        "final_norm": d_final_norm,
+        "head": d_head,
+    }
+    return loss, grads
+
+
+def exact_value_and_grad(
+    weights: Weights,
+    inputs: Int[Array, "T B"],
+    targets: Int[Array, "T B"],
+    mask: Float[Array, "T B"],
+    scale: Float[Array, ""],
+    *,
+    eps: float,
+    loss_chunk: int,
+) -> tuple[Float[Array, ""], Weights]:
+    """The loss and its exact gradient by adjoint sharding (`adjoint`): the residual-stream
+    cotangent is handed from layer to layer through the stored states."""
+    stored = forward_store(weights, inputs, eps, chunk=loss_chunk)
+    loss, g, d_final_norm, d_head = chunked_loss_and_cotangent(
+        weights["final_norm"], weights["head"], stored.r_out, targets, mask, eps, loss_chunk, scale
+    )
+    d_layers, G0, _ = exact_layers_backward(weights["layers"], stored, g, eps=eps, chunk=loss_chunk)
+    grads = {
+        "embed": embedding_gradient(weights, inputs, G0),
         "layers": d_layers,
         "final_norm": d_final_norm,
         "head": d_head,

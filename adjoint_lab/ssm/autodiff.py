@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from .loss import _chunk_loss, _chunks, chunked_loss
+from ..core import chunked_scan
+from .loss import _chunk_loss, chunked_loss
 from .model import LayerWeights, Weights, embed, final_stream, layer_forward
 
 __all__ = ["backprop_loss", "remat_loss"]
@@ -48,8 +49,10 @@ def remat_loss(
     *,
     eps: float,
     chunk: int,
+    loss_chunk: int | None = None,
 ) -> Float[Array, ""]:
-    """`backprop_loss` with per-layer and time-chunk rematerialisation."""
+    """`backprop_loss` with per-layer and time-chunk rematerialisation; each chunk's loss
+    runs over `loss_chunk` tokens at a time (a divisor of `chunk`; default the chunk)."""
     layers = weights["layers"]
     K, N = layers["a_bias"].shape
     B = inputs.shape[1]
@@ -60,13 +63,16 @@ def remat_loss(
         r, states = layer_forward(w, r, h0, eps)
         return r, states.h[-1]
 
-    @jax.checkpoint
     def chunk_body(h: Array, xs: tuple[Array, Array, Array]) -> tuple[Array, Array]:
         tokens, tgt, m = xs
         r, h_end = lax.scan(layer, embed(weights["embed"], tokens), (layers, h))
-        return h_end, _chunk_loss(weights["final_norm"], weights["head"], r, tgt, m, eps)
+        if loss_chunk is None or loss_chunk == chunk:
+            return h_end, _chunk_loss(weights["final_norm"], weights["head"], r, tgt, m, eps)
+        return h_end, chunked_loss(
+            weights["final_norm"], weights["head"], r, tgt, m, eps, loss_chunk
+        )
 
     h0 = jnp.zeros((K, B, N), layers["a_bias"].dtype)
-    xs = (_chunks(inputs, chunk), _chunks(targets, chunk), _chunks(mask, chunk))
-    _, losses = lax.scan(chunk_body, h0, xs)
+    # Under jax.checkpoint per chunk: the backward pass stores the boundary states only.
+    _, losses = chunked_scan(chunk_body, h0, (inputs, targets, mask), chunk=chunk, checkpoint=True)
     return scale * jnp.sum(losses)

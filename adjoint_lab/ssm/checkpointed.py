@@ -15,29 +15,29 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from .adjoint import _embedding_gradient, exact_layers_backward, forward_store
-from .loss import _chunks, chunked_loss_and_cotangent
+from ..core import boundary_states, chunked_scan
+from .adjoint import embedding_gradient, exact_layers_backward, forward_store
+from .loss import chunked_loss_and_cotangent
 from .model import LayerWeights, Weights, embed, layer_forward
 
 __all__ = ["checkpointed_value_and_grad"]
 
 
-def _boundary_states(weights: Weights, chunks: Array, eps: float) -> Array:
+def _boundary_states(weights: Weights, inputs: Array, eps: float, chunk: int) -> Array:
     """The state of every layer before each chunk, `[num_chunks, K, B, N]` (no tape)."""
     layers = weights["layers"]
     K, N = layers["a_bias"].shape
 
-    def chunk_step(h: Array, tokens: Array) -> tuple[Array, Array]:
+    def chunk_step(h: Array, tokens: Array) -> Array:
         def layer(r: Array, xs: tuple[LayerWeights, Array]):
             w, h0 = xs
             r, states = layer_forward(w, r, h0, eps)
             return r, states.h[-1]
 
-        _, h_end = lax.scan(layer, embed(weights["embed"], tokens), (layers, h))
-        return h_end, h
+        return lax.scan(layer, embed(weights["embed"], tokens), (layers, h))[1]
 
-    h0 = jnp.zeros((K, chunks.shape[2], N), layers["a_bias"].dtype)
-    return lax.scan(chunk_step, h0, chunks)[1]
+    h0 = jnp.zeros((K, inputs.shape[1], N), layers["a_bias"].dtype)
+    return boundary_states(chunk_step, h0, inputs, chunk=chunk)
 
 
 def checkpointed_value_and_grad(
@@ -49,24 +49,26 @@ def checkpointed_value_and_grad(
     *,
     eps: float,
     chunk: int,
+    loss_chunk: int | None = None,
 ) -> tuple[Float[Array, ""], Weights]:
-    """The loss and its exact gradient, chunk by chunk in reverse order."""
-    token_chunks = _chunks(inputs, chunk)
-    boundaries = _boundary_states(weights, token_chunks, eps)
+    """The loss and its exact gradient, chunk by chunk in reverse order; each chunk's loss
+    runs over `loss_chunk` tokens at a time (a divisor of `chunk`; default the chunk)."""
+    loss_chunk = chunk if loss_chunk is None else loss_chunk
+    boundaries = _boundary_states(weights, inputs, eps, chunk)
     zero_grads = jax.tree.map(jnp.zeros_like, weights)
 
     def chunk_backward(carry, xs):
         loss, grads, mu_carry = carry
-        tokens, tgt, m, h_start = xs
+        (tokens, tgt, m), h_start = xs
         stored = forward_store(weights, tokens, eps, h0=h_start)
         value, g, d_final_norm, d_head = chunked_loss_and_cotangent(
-            weights["final_norm"], weights["head"], stored.r_out, tgt, m, eps, chunk, scale
+            weights["final_norm"], weights["head"], stored.r_out, tgt, m, eps, loss_chunk, scale
         )
         d_layers, G0, mu_start = exact_layers_backward(
             weights["layers"], stored, g, eps=eps, chunk=chunk, h0=h_start, mu_end=mu_carry
         )
         chunk_grads = {
-            "embed": _embedding_gradient(weights, tokens, G0),
+            "embed": embedding_gradient(weights, tokens, G0),
             "layers": d_layers,
             "final_norm": d_final_norm,
             "head": d_head,
@@ -76,6 +78,12 @@ def checkpointed_value_and_grad(
 
     mu0 = jnp.zeros_like(boundaries[0])
     loss0 = jnp.zeros((), jnp.promote_types(mask.dtype, jnp.float32))
-    xs = (token_chunks, _chunks(targets, chunk), _chunks(mask, chunk), boundaries)
-    (loss, grads, _), _ = lax.scan(chunk_backward, (loss0, zero_grads, mu0), xs, reverse=True)
+    (loss, grads, _), _ = chunked_scan(
+        chunk_backward,
+        (loss0, zero_grads, mu0),
+        (inputs, targets, mask),
+        chunk=chunk,
+        reverse=True,
+        extra=boundaries,
+    )
     return loss, grads

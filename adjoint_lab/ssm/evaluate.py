@@ -10,10 +10,10 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from .api import GradientOptions, prepare_tokens
 from .config import SSMConfig
 from .loss import _chunks
 from .model import Weights, final_stream, rms_norm
+from .tokens import DEFAULT_LOSS_CHUNK, prepare_tokens
 
 __all__ = ["evaluation_function"]
 
@@ -23,7 +23,7 @@ def evaluation_function(
     config: SSMConfig, context: int, chunk: int | None = None
 ) -> Callable[[Weights, Int[Array, "B T1"], Float[Array, "B T"]], tuple[Array, Array, Array]]:
     """A jitted `(weights, tokens, target_weights) -> (Σ w·loss, Σ w·correct, Σ w)`."""
-    chunk = GradientOptions(loss_chunk=chunk).time_chunk(context)
+    chunk = min(chunk or DEFAULT_LOSS_CHUNK, context)
     eps = config.norm_eps
 
     @jax.jit

@@ -42,11 +42,13 @@ rounding: the sums are associated differently).
 
 from __future__ import annotations
 
+import abc
 import functools as ft
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -54,16 +56,15 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
-from ..core import adjoint_states, windowed_adjoint_states
+from ..core import adjoint_states, affine_scan
 from .adjoint import (
+    AbstractLayerVJP,
     Stored,
-    _embedding_gradient,
+    embedding_gradient,
     exact_chunk_backward,
     exact_layer_backward,
-    layer_backward,
-    layer_backward_literal,
+    highway_layers_backward,
 )
-from .api import LAYOUTS, GradientOptions, prepare_tokens
 from .config import SSMConfig
 from .loss import _chunk_loss, _chunks, chunked_loss_and_cotangent
 from .model import (
@@ -75,52 +76,115 @@ from .model import (
     c_map,
     embed,
     emit,
-    layer_chunk_forward,
+    layer_forward,
     layer_forward_chunked,
     rms_norm,
 )
+from .tokens import prepare_tokens
 
 __all__ = [
     "DATA_AXIS",
+    "LAYOUTS",
     "SEQUENCE_AXIS",
-    "SUPPORTED",
+    "AbstractLayout",
+    "LayerLayout",
+    "SequenceLayout",
+    "layer_exact_function",
+    "layer_highway_function",
     "layer_shardings",
-    "layout_gradient_function",
+    "layout_of",
+    "sequence_backprop_function",
+    "sequence_exact_function",
 ]
 
 SEQUENCE_AXIS = "sequence"
 DATA_AXIS = "data"
 
-# The (layout, method) pairs that have a distributed implementation.
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "layer": ("adjoint", "adjoint_paper", "truncated"),
-    "sequence": ("adjoint", "backprop"),
-}
-
 GradientFn = Callable[..., tuple[Float[Array, ""], Weights]]
 
 
-def _supported_text() -> str:
-    return "; ".join(f"layout={k!r}: {', '.join(v)}" for k, v in SUPPORTED.items())
+class AbstractLayout(eqx.Module):
+    """How the gradient computation is placed on the devices of a mesh.
+
+    A layout checks the mesh and hands the method to the hook of the method that implements
+    it (`method.layer_function` or `method.sequence_function`): a method supports a layout
+    when it implements its hook.
+    """
+
+    name: ClassVar[str]
+    axis: ClassVar[str]
+
+    def check(self, config: SSMConfig, mesh: Mesh | None) -> Mesh:
+        """The mesh with Auto axes, after checking it has this layout's axis."""
+        if mesh is None:
+            raise ValueError(f"layout={self.name!r} needs a mesh= with a {self.axis!r} axis.")
+        if self.axis not in mesh.axis_names:
+            raise ValueError(
+                f"layout={self.name!r} needs a mesh axis named {self.axis!r}; the mesh's axes "
+                f"are {tuple(mesh.axis_names)} (e.g. jax.make_mesh((4,), ({self.axis!r},), "
+                f"axis_types=(jax.sharding.AxisType.Auto,)))."
+            )
+        if any(t != AxisType.Auto for t in mesh.axis_types):
+            # The manual schedule needs no sharding types; with Explicit axes (jax.make_mesh's
+            # default) shard_map would insist that the inputs already carry its in_specs.
+            axis_types = (AxisType.Auto,) * mesh.devices.ndim
+            mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=axis_types)
+        return mesh
+
+    @abc.abstractmethod
+    def gradient_function(
+        self, method: Any, config: SSMConfig, context: int, mesh: Mesh
+    ) -> GradientFn:
+        """The jitted `(weights, tokens, target_weights=None) -> (loss, grads)` on `mesh`."""
+        raise NotImplementedError
 
 
-def _check(options: GradientOptions, mesh: Mesh | None, layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r}; choose one of {LAYOUTS} (or None for one device).")
-    if options.method not in SUPPORTED[layout]:
+class LayerLayout(AbstractLayout):
+    """The `K` layers split over the mesh axis `"layer"` (the paper's distributed adjoint
+    sharding); the layer gradients come back sharded `P("layer")`."""
+
+    name: ClassVar[str] = "layer"
+    axis: ClassVar[str] = LAYER_AXIS
+
+    def check(self, config: SSMConfig, mesh: Mesh | None) -> Mesh:
+        mesh = super().check(config, mesh)
+        stages = mesh.shape[LAYER_AXIS]
+        if config.num_layers % stages:
+            raise ValueError(
+                f"layout='layer' splits the {config.num_layers} layers over the mesh's "
+                f"{LAYER_AXIS!r} axis of {stages} devices: num_layers must be a multiple of it."
+            )
+        return mesh
+
+    def gradient_function(self, method, config, context, mesh):
+        method.check_layout(self.name)  # before the mesh: which methods run here, first
+        return method.layer_function(config, context, self.check(config, mesh))
+
+
+class SequenceLayout(AbstractLayout):
+    """Time split over the mesh axis `"sequence"` (and the batch over `"data"`, if the mesh
+    has it); every gradient comes back replicated."""
+
+    name: ClassVar[str] = "sequence"
+    axis: ClassVar[str] = SEQUENCE_AXIS
+
+    def gradient_function(self, method, config, context, mesh):
+        method.check_layout(self.name)
+        return method.sequence_function(config, context, self.check(config, mesh))
+
+
+LAYOUTS: dict[str, type[AbstractLayout]] = {"layer": LayerLayout, "sequence": SequenceLayout}
+
+
+def layout_of(value: str | AbstractLayout) -> AbstractLayout:
+    """A layout object from itself or its name (`"layer"`, `"sequence"`)."""
+    if isinstance(value, AbstractLayout):
+        return value
+    if value not in LAYOUTS:
         raise ValueError(
-            f"method={options.method!r} has no layout={layout!r} implementation; the supported "
-            f"combinations are {_supported_text()}."
+            f"layout={value!r}; choose one of {tuple(LAYOUTS)} (or None for one device)."
         )
-    if mesh is None:
-        raise ValueError(f"layout={layout!r} needs a mesh= with a {layout!r} axis.")
-    needed = LAYER_AXIS if layout == "layer" else SEQUENCE_AXIS
-    if needed not in mesh.axis_names:
-        raise ValueError(
-            f"layout={layout!r} needs a mesh axis named {needed!r}; the mesh's axes are "
-            f"{tuple(mesh.axis_names)} (e.g. jax.make_mesh((4,), ({needed!r},), "
-            f"axis_types=(jax.sharding.AxisType.Auto,)))."
-        )
+    return LAYOUTS[value]()
 
 
 def _data_axes(mesh: Mesh) -> tuple[str, ...]:
@@ -144,43 +208,6 @@ def _zeros_like_shape(fn: Callable[..., Any], *args: Any) -> Any:
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *args))
 
 
-def layout_gradient_function(
-    config: SSMConfig,
-    options: GradientOptions,
-    context: int,
-    mesh: Mesh | None,
-    layout: str,
-) -> GradientFn:
-    """The jitted `(weights, tokens) -> (loss, grads)` of `gradient_function` on `mesh`.
-
-    **Arguments:**
-
-    - `config`, `options`, `context`: as for `adjoint_lab.ssm.gradient_function`.
-    - `mesh`: a `jax.sharding.Mesh` (its axes are used as Auto axes) with a `"layer"` axis
-        for `layout="layer"`, or a `"sequence"` axis (and optionally `"data"`) for
-        `layout="sequence"`.
-    - `layout`: `"layer"` or `"sequence"` (see the module docstring). Supported methods:
-        `SUPPORTED`.
-
-    **Returns:**
-
-    A jitted function of the pure weights dict, int tokens `[batch, context + 1]` and optional
-    `target_weights` `[batch, context]` (see `adjoint_lab.ssm.api.prepare_tokens`). The loss
-    and the embedding, final-norm and head gradients are replicated; the layer gradients are
-    sharded `P("layer")` under `layout="layer"` (each device returns its own layers') and
-    replicated under `layout="sequence"`.
-    """
-    _check(options, mesh, layout)
-    assert mesh is not None
-    if any(t != AxisType.Auto for t in mesh.axis_types):
-        # The manual schedule needs no sharding types; with Explicit axes (jax.make_mesh's
-        # default) shard_map would insist that the inputs already carry its in_specs.
-        mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
-    if layout == "layer":
-        return _layer_layout(config, options, context, mesh)
-    return _sequence_layout(config, options, context, mesh)
-
-
 # --------------------------------------------------------------------------------------
 # layout="layer": layers over devices, a pipelined forward, the paper's parallel backward.
 # --------------------------------------------------------------------------------------
@@ -197,34 +224,6 @@ def _store(layers: LayerWeights, r: Array, eps: float, keep_inputs: bool, chunk:
     return Stored(r_in, a, c, h, r_out)
 
 
-def _highway_local(
-    layers: LayerWeights,
-    stored: Stored,
-    g: Float[Array, "T B P"],
-    eps: float,
-    window: int | None,
-    literal: bool,
-) -> tuple[LayerWeights, Float[Array, "T B P"]]:
-    """The paper's estimator on one device's layers (as `adjoint._highway_backward`); returns
-    the layer gradients and `Σ_k J_RMSNormᵀ ξ_k` over these layers only."""
-
-    def adjoint(a: Array, c: Array) -> Array:
-        if window is None:
-            return adjoint_states(a, c)
-        return windowed_adjoint_states(a, c, window=window)
-
-    def step(acc: Array, xs):
-        w, r_in, a, h = xs
-        if literal:
-            dw, dr = layer_backward_literal(w, r_in, a, h, g, eps=eps, window=window)
-        else:
-            dw, dr, _ = layer_backward(w, r_in, a, h, g, eps=eps, adjoint=adjoint)
-        return acc + dr, dw
-
-    acc, d_layers = lax.scan(step, jnp.zeros_like(g), (layers, stored.r_in, stored.a, stored.h))
-    return d_layers, acc
-
-
 def _layer_body(
     weights: Weights,
     inputs: Int[Array, "T B"],
@@ -235,7 +234,7 @@ def _layer_body(
     stages: int,
     eps: float,
     chunk: int,
-    options: GradientOptions,
+    layer_vjp: AbstractLayerVJP,
     data_axes: tuple[str, ...],
 ) -> tuple[Float[Array, ""], Weights]:
     """One device's part of the paper's layer layout (inside `shard_map`: `weights["layers"]`
@@ -274,11 +273,10 @@ def _layer_body(
     )
     # A psum of values that are zero on all but one stage: a broadcast from that stage.
     loss, d_norm, d_head, g = lax.psum((loss, d_norm, d_head, g), LAYER_AXIS)
-    literal = options.form == "literal"
-    d_layers, acc = _highway_local(layers, stored, g, eps, options.window, literal)
+    d_layers, acc = highway_layers_backward(layers, stored, g, layer_vjp, eps, jnp.zeros_like(g))
     G0 = g + lax.psum(acc, LAYER_AXIS)
     grads = {
-        "embed": _embedding_gradient(weights, inputs, G0),
+        "embed": embedding_gradient(weights, inputs, G0),
         "layers": d_layers,
         "final_norm": d_norm,
         "head": d_head,
@@ -338,7 +336,7 @@ def _layer_exact_body(
 
             def one_layer(i: Array, carry):
                 r, (a_all, c_all, h_all) = carry
-                r, (a, c, h) = layer_chunk_forward(
+                r, (a, c, h) = layer_forward(
                     _layer_at(layers, i), r, _state_before(h_all, i, start), eps
                 )
                 at = (i, start, *(jnp.zeros_like(start),) * 2)
@@ -460,26 +458,18 @@ def _layer_exact_body(
     return _psum((loss, grads), data_axes)
 
 
-def _layer_layout(
-    config: SSMConfig, options: GradientOptions, context: int, mesh: Mesh
-) -> GradientFn:
-    stages = mesh.shape[LAYER_AXIS]
-    if config.num_layers % stages:
-        raise ValueError(
-            f"layout='layer' splits the {config.num_layers} layers over the mesh's "
-            f"{LAYER_AXIS!r} axis of {stages} devices: num_layers must be a multiple of it."
-        )
+def _layer_function(config: SSMConfig, mesh: Mesh, chunk: int, body: Callable) -> GradientFn:
     data_axes = _data_axes(mesh)
-    chunk = options.time_chunk(context)
     tokens_spec = P(None, *data_axes)
     weights_spec = {"embed": P(), "layers": P(LAYER_AXIS), "final_norm": P(), "head": P()}
-    kwargs = {"stages": stages, "eps": config.norm_eps, "chunk": chunk, "data_axes": data_axes}
-    if options.method == "adjoint":
-        body = ft.partial(_layer_exact_body, **kwargs)
-    else:
-        body = ft.partial(_layer_body, options=options, **kwargs)
+    kwargs = {
+        "stages": mesh.shape[LAYER_AXIS],
+        "eps": config.norm_eps,
+        "chunk": chunk,
+        "data_axes": data_axes,
+    }
     sharded = jax.shard_map(
-        body,
+        ft.partial(body, **kwargs),
         mesh=mesh,
         in_specs=(weights_spec, tokens_spec, tokens_spec, tokens_spec, P()),
         out_specs=(P(), weights_spec),
@@ -495,15 +485,23 @@ def _layer_layout(
     return fn
 
 
+def layer_highway_function(
+    config: SSMConfig, mesh: Mesh, chunk: int, layer_vjp: AbstractLayerVJP
+) -> GradientFn:
+    """The paper's estimator on the layer layout (a checked `LayerLayout` mesh): a pipelined
+    forward, one broadcast of `g`, every device's VJPs in parallel; `chunk` is the loss
+    chunk."""
+    return _layer_function(config, mesh, chunk, ft.partial(_layer_body, layer_vjp=layer_vjp))
+
+
+def layer_exact_function(config: SSMConfig, mesh: Mesh, chunk: int) -> GradientFn:
+    """The exact adjoint on the layer layout: a wavefront over time chunks of `chunk`."""
+    return _layer_function(config, mesh, chunk, _layer_exact_body)
+
+
 # --------------------------------------------------------------------------------------
 # layout="sequence": time over devices, boundary states combined across devices.
 # --------------------------------------------------------------------------------------
-
-
-def _compose(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
-    a1, b1 = first
-    a2, b2 = second
-    return a2 * a1, a2 * b1 + b2
 
 
 def _exclusive_combine(
@@ -534,7 +532,7 @@ def _sequence_layer_forward(
     x = rms_norm(r, w["norm"], eps)
     a = a_map(w, x)
     # One scan gives the local states from zero and the cumulative transitions Π_{τ≤t} a_τ.
-    a_cum, h_local = lax.associative_scan(_compose, (a, b_map(w, x)))
+    a_cum, h_local = affine_scan(a, b_map(w, x))
     h_in = _exclusive_combine(a_cum[-1], h_local[-1], reverse=False)
     h = h_local + a_cum * h_in[None]
     c = c_map(w, x)
@@ -578,7 +576,7 @@ def _sequence_adjoint_body(
     xs = (layers, a, c, h, h_in, a_total)
     (_, G0), d_layers = lax.scan(backward, (r_out, g), xs, reverse=True)
     grads = {
-        "embed": _embedding_gradient(weights, inputs, G0),
+        "embed": embedding_gradient(weights, inputs, G0),
         "layers": d_layers,
         "final_norm": d_norm,
         "head": d_head,
@@ -613,45 +611,63 @@ def _sequence_loss(
     return lax.psum(scale * jnp.sum(losses), reduce_axes)
 
 
-def _sequence_layout(
-    config: SSMConfig, options: GradientOptions, context: int, mesh: Mesh
-) -> GradientFn:
-    devices = mesh.shape[SEQUENCE_AXIS]
+def _sequence_setup(config: SSMConfig, context: int, mesh: Mesh, time_chunk: Callable):
+    """The loss chunk of each device's part of time, the shard_map's input specs and the
+    body's keyword arguments."""
     data_axes = _data_axes(mesh)
-    reduce_axes = (SEQUENCE_AXIS, *data_axes)
     # Each device gets T / devices tokens, a multiple of the loss chunk: pad the end (masked).
-    chunk = options.time_chunk(math.ceil(context / devices))
+    chunk = time_chunk(math.ceil(context / mesh.shape[SEQUENCE_AXIS]))
     tokens_spec = P(SEQUENCE_AXIS, *data_axes)
     in_specs = (P(), tokens_spec, tokens_spec, tokens_spec, P())
-    kwargs = {"eps": config.norm_eps, "chunk": chunk, "reduce_axes": reduce_axes}
-    if options.method == "adjoint":
-        sharded = jax.shard_map(
-            ft.partial(_sequence_adjoint_body, **kwargs),
-            mesh=mesh,
-            in_specs=in_specs,
-            out_specs=(P(), P()),
-            check_vma=False,  # psum'd outputs; no autodiff through this shard_map
-        )
-    else:
-        # Autodiff through shard_map: the varying-axes check makes the transposes of the
-        # collectives (all_gather -> psum_scatter, replicated weights -> psum) correct.
-        sharded = jax.value_and_grad(
-            jax.shard_map(
-                ft.partial(_sequence_loss, **kwargs),
-                mesh=mesh,
-                in_specs=in_specs,
-                out_specs=P(),
-                check_vma=True,
-            )
-        )
+    kwargs = {"eps": config.norm_eps, "chunk": chunk, "reduce_axes": (SEQUENCE_AXIS, *data_axes)}
+    return chunk, in_specs, kwargs
+
+
+def _sequence_jit(sharded: Callable, mesh: Mesh, chunk: int) -> GradientFn:
+    multiple = mesh.shape[SEQUENCE_AXIS] * chunk
 
     @jax.jit
     def fn(weights: Weights, tokens: Array, target_weights: Array | None = None):
         _check_batch(tokens.shape[0], mesh)
         dtype = weights["head"].dtype
-        return sharded(weights, *prepare_tokens(tokens, devices * chunk, dtype, target_weights))
+        return sharded(weights, *prepare_tokens(tokens, multiple, dtype, target_weights))
 
     return fn
+
+
+def sequence_exact_function(
+    config: SSMConfig, context: int, mesh: Mesh, time_chunk: Callable[[int], int]
+) -> GradientFn:
+    """The exact adjoint on the sequence layout (a checked `SequenceLayout` mesh);
+    `time_chunk(local_context)` gives the loss chunk of each device's part of time."""
+    chunk, in_specs, kwargs = _sequence_setup(config, context, mesh, time_chunk)
+    sharded = jax.shard_map(
+        ft.partial(_sequence_adjoint_body, **kwargs),
+        mesh=mesh,
+        in_specs=in_specs,
+        out_specs=(P(), P()),
+        check_vma=False,  # psum'd outputs; no autodiff through this shard_map
+    )
+    return _sequence_jit(sharded, mesh, chunk)
+
+
+def sequence_backprop_function(
+    config: SSMConfig, context: int, mesh: Mesh, time_chunk: Callable[[int], int]
+) -> GradientFn:
+    """`jax.grad` through the sequence layout's forward pass (with its collectives)."""
+    chunk, in_specs, kwargs = _sequence_setup(config, context, mesh, time_chunk)
+    # Autodiff through shard_map: the varying-axes check makes the transposes of the
+    # collectives (all_gather -> psum_scatter, replicated weights -> psum) correct.
+    sharded = jax.value_and_grad(
+        jax.shard_map(
+            ft.partial(_sequence_loss, **kwargs),
+            mesh=mesh,
+            in_specs=in_specs,
+            out_specs=P(),
+            check_vma=True,
+        )
+    )
+    return _sequence_jit(sharded, mesh, chunk)
 
 
 def layer_shardings(mesh: Mesh, weights: Weights) -> Weights:

@@ -25,10 +25,11 @@ from ..data.synthetic import associative_recall, selective_copying
 from ..data.text import read_text_bytes, split_corpus, stdlib_corpus, text_windows
 from ..train.mesh import make_mesh
 from ..train.task import Task
-from .api import GradientOptions, gradient_function
+from .api import gradient_function
 from .config import PRESETS, SSMConfig
 from .evaluate import evaluation_function
 from .layouts import layer_shardings
+from .methods import AbstractSSMGradient, gradient_method
 from .model import SSMLM
 
 __all__ = ["SCHEMAS", "MemoryBudgetError", "build"]
@@ -131,7 +132,8 @@ def _model_config(config: ExperimentConfig, vocab_size: int) -> SSMConfig:
     return PRESETS[model.preset].replace(vocab_size=vocab_size, **changes)
 
 
-def _gradient_options(config: ExperimentConfig) -> GradientOptions:
+def _gradient_method(config: ExperimentConfig) -> AbstractSSMGradient:
+    """The method from the config's `gradient` group (the options the method takes)."""
     gradient = config.gradient
     if gradient.name not in SSM_GRADIENTS:
         raise ConfigError(
@@ -139,9 +141,17 @@ def _gradient_options(config: ExperimentConfig) -> GradientOptions:
             gradient.name,
             f"the SSM language model takes one of {', '.join(SSM_GRADIENTS)}",
         )
-    return GradientOptions(
-        gradient.name, gradient.window, gradient.chunk, gradient.form, gradient.loss_chunk
-    )
+    fields = {
+        "window": gradient.window,
+        "chunk": gradient.chunk,
+        "form": None if gradient.form == "aggregated" else gradient.form,
+        "loss_chunk": gradient.loss_chunk,
+    }
+    options = {name: value for name, value in fields.items() if value is not None}
+    try:
+        return gradient_method(gradient.name, **options)
+    except ValueError as error:
+        raise ConfigError("gradient.name", gradient.name, str(error)) from error
 
 
 class _Batches:
@@ -186,7 +196,7 @@ class _Batches:
 
 
 def _check_memory(
-    fn: Any, weights: Any, batches: _Batches, options: GradientOptions, devices: int = 1
+    fn: Any, weights: Any, batches: _Batches, method: AbstractSSMGradient, devices: int = 1
 ) -> None:
     """Stop before anything runs if XLA's estimate of the step exceeds the free memory.
     On a mesh the estimate is per device; simulated CPU devices share the host's memory,
@@ -201,7 +211,7 @@ def _check_memory(
     logger.info("memory estimate %.3g GB (free %.3g GB)", needed / 1e9, free / 1e9)
     if needed > free:
         raise MemoryBudgetError(
-            f"gradient={options.method} at context {batches.context} and batch "
+            f"gradient={method.name} at context {batches.context} and batch "
             f"{batches.batch_size} needs about {needed / 1e9:.3g} GB (XLA's compile-time "
             f"estimate plus parameters and optimizer state), more than the "
             f"{free / 1e9:.3g} GB available; use gradient=checkpointed or adjoint, a smaller "
@@ -223,10 +233,21 @@ def _layout(config: ExperimentConfig) -> str | None:
     return "layer" if "layer" in axes else "sequence" if "sequence" in axes else None
 
 
-def build(config: ExperimentConfig) -> Task:
+def build(config: ExperimentConfig, method: AbstractSSMGradient | None = None) -> Task:
+    """The `ssm_lm` task of `config`.
+
+    **Arguments:**
+
+    - `config`: the composed experiment config.
+    - `method`: the gradient method; `None` builds it from `config.gradient`.
+
+    **Returns:**
+
+    The `Task` (its `value_and_grad` runs `method`).
+    """
     batches = _Batches(config)
     model_config = _model_config(config, batches.vocab_size)
-    options = _gradient_options(config)
+    method = _gradient_method(config) if method is None else method
     layout = _layout(config)
     mesh = make_mesh(config.mesh) if layout else None
     if layout == "layer" and model_config.num_layers % mesh.shape["layer"]:
@@ -236,9 +257,9 @@ def build(config: ExperimentConfig) -> Task:
             f"the {model_config.num_layers} layers must split evenly over the 'layer' axis",
         )
     try:
-        grad_fn = gradient_function(model_config, options, batches.context, mesh, layout)
+        grad_fn = gradient_function(model_config, method, batches.context, mesh, layout)
     except ValueError as error:  # an unsupported method/layout pair: name both
-        raise ConfigError("gradient.name", options.method, str(error)) from error
+        raise ConfigError("gradient.name", method.name, str(error)) from error
     eval_fn = evaluation_function(model_config, batches.context)
 
     def init(key):
@@ -246,7 +267,7 @@ def build(config: ExperimentConfig) -> Task:
         return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    _check_memory(grad_fn, shapes, batches, options, devices=mesh.size if mesh else 1)
+    _check_memory(grad_fn, shapes, batches, method, devices=mesh.size if mesh else 1)
 
     def value_and_grad(params, batch, key):
         tokens, target_weights = batch
@@ -271,7 +292,7 @@ def build(config: ExperimentConfig) -> Task:
         }
 
     return Task(
-        name=f"ssm_lm[{options.method}{f', {layout} layout' if layout else ''}]",
+        name=f"ssm_lm[{method.name}{f', {layout} layout' if layout else ''}]",
         init=init,
         loss=loss,
         batch=batches,

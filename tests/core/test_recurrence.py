@@ -13,23 +13,26 @@ import numpy as np
 import pytest
 
 from adjoint_lab.core import (
+    Dense,
     adjoint_states,
+    affine_scan,
     assert_tree_allclose,
+    associative_recurrence,
+    boundary_states,
     chunked_linear_recurrence,
+    chunked_scan,
     compiled_memory,
-    dense_adjoint_states,
-    dense_chunked_linear_recurrence,
-    dense_linear_recurrence,
-    dense_linear_recurrence_vjp,
-    dense_reverse_linear_recurrence,
-    dense_windowed_adjoint_states,
-    dense_windowed_adjoint_states_literal,
     linear_recurrence,
     linear_recurrence_vjp,
-    reverse_linear_recurrence,
     windowed_adjoint_states,
-    windowed_adjoint_states_literal,
 )
+
+DENSE = Dense()
+dense_adjoint_states = ft.partial(adjoint_states, transition=DENSE)
+dense_chunked_linear_recurrence = ft.partial(chunked_linear_recurrence, transition=DENSE)
+dense_linear_recurrence = ft.partial(linear_recurrence, transition=DENSE)
+dense_linear_recurrence_vjp = ft.partial(linear_recurrence_vjp, transition=DENSE)
+dense_windowed_adjoint_states = ft.partial(windowed_adjoint_states, transition=DENSE)
 
 T = 13  # prime: no chunk size in (1, T) divides it
 STATE = (2, 3)
@@ -97,6 +100,8 @@ _reference = _value_and_grads(_scan_reference)
 _dense_reference = _value_and_grads(_dense_scan_reference)
 _full = _value_and_grads(linear_recurrence)
 _dense_full = _value_and_grads(dense_linear_recurrence)
+_plain = _value_and_grads(associative_recurrence)
+_dense_plain = _value_and_grads(ft.partial(associative_recurrence, transition=DENSE))
 
 
 @ft.cache
@@ -144,7 +149,19 @@ def _dense_windowed_loop(A, c, window):
 def test_linear_recurrence_matches_scan_and_its_gradient(with_h0):
     a, b, h0, w = _diagonal_data()
     h0 = h0 if with_h0 else None
-    assert_tree_allclose(_full(a, b, h0, w), _reference(a, b, h0, w), **TOL)
+    expected = _reference(a, b, h0, w)
+    assert_tree_allclose(_full(a, b, h0, w), expected, **TOL)
+    # The plain associative scan, differentiated by autodiff, gives the same.
+    assert_tree_allclose(_plain(a, b, h0, w), expected, **TOL)
+
+
+def test_affine_scan_gives_the_transport_and_the_state_from_zero():
+    a, b, h0, _ = _diagonal_data(seed=8)
+    transport, h = jax.jit(affine_scan)(a, b)
+    assert_tree_allclose(transport, np.cumprod(a, axis=0), **TOL)
+    assert_tree_allclose(h, _scan_reference(a, b, None), **TOL)
+    # From any h0: Φ_t h0 + h_t.
+    assert_tree_allclose(transport * h0 + h, _scan_reference(a, b, h0), **TOL)
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 5, 13, 20])
@@ -199,6 +216,7 @@ def test_dense_matches_scan_and_its_gradient():
     expected = _dense_reference(A, b, h0, w)
     assert_tree_allclose(_dense_full(A, b, h0, w), expected, **TOL)
     assert_tree_allclose(_dense_chunked(5)(A, b, h0, w), expected, **TOL)
+    assert_tree_allclose(_dense_plain(A, b, h0, w), expected, **TOL)
     assert_tree_allclose(_dense_full(A, b, None, w), _dense_reference(A, b, None, w), **TOL)
 
 
@@ -222,19 +240,15 @@ def test_adjoint_states_and_vjp():
     assert_tree_allclose(ours, run(jnp.zeros(STATE))[1], **TOL)
 
 
-def test_reverse_linear_recurrence():
-    a, b, h_end, _ = _diagonal_data(seed=6)
-    g = np.array(b)
-    g[-1] += a[-1] * h_end
-    for t in range(T - 2, -1, -1):
-        g[t] += a[t] * g[t + 1]
-    assert_tree_allclose(jax.jit(reverse_linear_recurrence)(a, b, h_end), g, **TOL)
-    A, bd, hd, _ = _dense_data(seed=6)
-    gd = np.array(bd)
-    gd[-1] += A[-1] @ hd
-    for t in range(T - 2, -1, -1):
-        gd[t] += A[t] @ gd[t + 1]
-    assert_tree_allclose(jax.jit(dense_reverse_linear_recurrence)(A, bd, hd), gd, **TOL)
+def test_vjp_with_a_carry_from_the_steps_after():
+    # On the first 7 steps of a sequence, the VJP with the adjoint carried back from steps
+    # 8.. equals the whole sequence's VJP restricted to them.
+    a, b, h0, c = _diagonal_data(seed=6)
+    h = _scan_reference(a, b, h0)
+    whole = jax.jit(linear_recurrence_vjp)(a, h, c, h0)
+    _, _, carry = jax.jit(linear_recurrence_vjp)(a[7:], h[7:], c[7:], h[6])
+    part = jax.jit(linear_recurrence_vjp)(a[:7], h[:7], c[:7], h0, carry=carry)
+    assert_tree_allclose(part, (whole[0][:7], whole[1][:7], whole[2]), **TOL)
 
 
 def test_dense_adjoint_states_and_vjp():
@@ -278,9 +292,7 @@ def test_vmap_and_jit():
 _WINDOWED_T = 12  # divisible by 3, not by 5
 _WINDOWS = [1, 3, 5, 12]  # W > T is clamped to T: tested against μ below
 _windowed = jax.jit(windowed_adjoint_states, static_argnames="window")
-_windowed_literal = jax.jit(windowed_adjoint_states_literal, static_argnames="window")
 _dense_windowed = jax.jit(dense_windowed_adjoint_states, static_argnames="window")
-_dense_windowed_literal = jax.jit(dense_windowed_adjoint_states_literal, static_argnames="window")
 _adjoint_states = jax.jit(adjoint_states)
 
 
@@ -297,7 +309,7 @@ def _transitions(kind, rng, shape):
 
 
 @pytest.mark.parametrize("kind", ["uniform", "signed", "near_zero", "near_one"])
-def test_windowed_matches_literal(kind):
+def test_windowed_matches_the_double_sum(kind):
     rng = _rng(30)
     shape = (_WINDOWED_T, 3)
     a = _transitions(kind, rng, shape)
@@ -306,7 +318,6 @@ def test_windowed_matches_literal(kind):
         expected = _windowed_loop(a, c, window)
         scale = dict(rtol=1e-10, atol=1e-10 * np.abs(expected).max())
         assert_tree_allclose(_windowed(a, c, window=window), expected, **scale)
-        assert_tree_allclose(_windowed_literal(a, c, window=window), expected, **scale)
     # The two ends: the whole adjoint, and only the direct cotangent.
     assert_tree_allclose(_windowed(a, c, window=_WINDOWED_T), _adjoint_states(a, c), **TOL)
     assert_tree_allclose(_windowed(a, c, window=40), _adjoint_loop(a, c), **TOL)
@@ -331,13 +342,12 @@ def test_windowed_is_stable_where_the_subtraction_cancels():
     assert error > 1e-10 * np.abs(expected[:32]).max(), error  # the test case is a hard one
 
 
-def test_dense_windowed_matches_literal():
+def test_dense_windowed_matches_the_double_sum():
     A, _, _, c = _dense_data(seed=32, length=_WINDOWED_T)
     A[4] = 0.0  # a zero transition cuts every window through it
     for window in (1, 3, 5):
         expected = _dense_windowed_loop(A, c, window)
         assert_tree_allclose(_dense_windowed(A, c, window=window), expected, **TOL)
-        assert_tree_allclose(_dense_windowed_literal(A, c, window=window), expected, **TOL)
     mu = jax.jit(dense_adjoint_states)(A, c)
     assert_tree_allclose(_dense_windowed(A, c, window=40), mu, **TOL)
 
@@ -395,7 +405,46 @@ def test_errors_name_the_argument():
         chunked_linear_recurrence(a, b, chunk=0)
     with pytest.raises(ValueError, match="window"):
         windowed_adjoint_states(a, b, window=2.0)
-    with pytest.raises(ValueError, match="`A` has shape"):
+    with pytest.raises(ValueError, match="`a` has shape"):
         dense_linear_recurrence(np.zeros((T, 3, 2)), np.zeros((T, 3)))
+    with pytest.raises(ValueError, match=r"Diagonal\(\)"):
+        linear_recurrence(a, b, transition="dense")
     with pytest.raises(ValueError, match="`c` has shape"):
         linear_recurrence_vjp(a, b, b[:-1])
+
+
+# ----------------------------------------------------------------------------- chunk scans
+
+
+def test_chunked_scan_and_boundary_states():
+    # A chunk step that is itself a recurrence (as a layer stack would be): the chunked scan
+    # gives the whole recurrence, and the boundary states are the states before each chunk.
+    a, b, h0, _ = _diagonal_data(seed=40, length=12)
+
+    def step(h, xs):
+        h_k = _scan_reference(*xs, h)
+        return h_k[-1], h_k
+
+    @jax.jit
+    def run(a, b, h0):
+        end, hs = chunked_scan(step, h0, (a, b), chunk=4)
+        starts = boundary_states(lambda h, xs: step(h, xs)[0], h0, (a, b), chunk=4)
+        back, _ = chunked_scan(step, h0, (a, b), chunk=4, reverse=True)
+        return end, hs.reshape(a.shape), starts, back
+
+    end, hs, starts, back = run(a, b, h0)
+    expected = _scan_reference(a, b, h0)
+    assert_tree_allclose(hs, expected, **TOL)
+    assert_tree_allclose(end, expected[-1], **TOL)
+    assert_tree_allclose(starts, np.stack([h0, expected[3], expected[7]]), **TOL)
+    # Reversed, the chunks run last to first: chunk 0 comes last, from chunk 1's end.
+    chunk1 = _scan_reference(a[4:8], b[4:8], _scan_reference(a[8:], b[8:], h0)[-1])
+    assert_tree_allclose(back, _scan_reference(a[:4], b[:4], chunk1[-1])[-1], **TOL)
+
+
+def test_chunk_scans_refuse_a_length_that_is_not_a_multiple():
+    a, b, h0, _ = _diagonal_data()  # T = 13
+    with pytest.raises(ValueError, match="T=13 steps, not a multiple of chunk=4. Pad them"):
+        chunked_scan(lambda h, xs: (h, None), h0, (a, b), chunk=4)
+    with pytest.raises(ValueError, match="not a multiple of chunk=5"):
+        boundary_states(lambda h, xs: h, h0, a, chunk=5)

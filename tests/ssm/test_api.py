@@ -84,3 +84,43 @@ def test_memory_of_the_lean_methods_from_compile_time_analysis():
     remat, checkpointed = memory("remat"), memory("checkpointed")
     assert adjoint < backprop / 3
     assert checkpointed <= remat < backprop / 10
+
+
+def test_methods_are_hashable_objects_built_from_names():
+    assert ssm.gradient_method("truncated", window=8) == ssm.Truncated(8)
+    assert hash(ssm.GradientOptions("remat", chunk=4)) == hash(ssm.Remat(chunk=4))
+    assert ssm.gradient_method("adjoint_paper", form="literal") == ssm.AdjointPaper("literal")
+    assert ssm.gradient_method(ssm.Adjoint()) == ssm.Adjoint(loss_chunk=None)
+    assert ssm.METHODS == ("backprop", "remat", "adjoint_paper", "adjoint", "truncated",
+                           "checkpointed")  # fmt: skip
+    assert ssm.Adjoint.supported_layouts() == ("layer", "sequence")
+    assert ssm.Backprop.supported_layouts() == ("sequence",)
+    assert ssm.Checkpointed.supported_layouts() == ()
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda: ssm.Truncated(0), "Truncated: window= must be a positive int"),
+        (lambda: ssm.Remat(chunk=-1), "Remat: chunk= must be a positive int"),
+        (lambda: ssm.Backprop(loss_chunk=0), "Backprop: loss_chunk= must be a positive int"),
+        (lambda: ssm.AdjointPaper(form="double"), r"form='double'; choose one of"),
+        (lambda: ssm.gradient_method("adjoint", chunk=4), r"takes loss_chunk=\."),
+        (lambda: ssm.gradient_method("remat", window=4), "method='truncated', not 'remat'"),
+        (lambda: ssm.gradient_method(ssm.Adjoint(), loss_chunk=4), "already a method object"),
+    ],
+)
+def test_methods_refuse_bad_options_at_construction(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_a_method_object_takes_no_option_keywords_and_refuses_unsupported_layouts(tiny):
+    tokens = jnp.zeros((1, 5), jnp.int32)
+    with pytest.raises(ValueError, match=r"set chunk= on it"):
+        ssm.value_and_grad(tiny, tokens, ssm.Remat(), chunk=4)
+    the_mesh = jax.make_mesh((1,), ("sequence",), axis_types=(jax.sharding.AxisType.Auto,))
+    with pytest.raises(ValueError, match="method='remat' has no layout='sequence'.*one device"):
+        ssm.value_and_grad(tiny, tokens, ssm.Remat(), mesh=the_mesh, layout="sequence")
+    with pytest.raises(ValueError, match="it supports layout='sequence'"):
+        ssm.value_and_grad(tiny, tokens, ssm.Backprop(), mesh=the_mesh, layout=ssm.LayerLayout())
