@@ -1,14 +1,16 @@
 """The run's objects from its validated config: the one place a task gets what it is built with.
 
 Solver and gradient sections become a `core.Integrator` (through `config.build`, the ODE
-config boundary, which the task builders also fall back to); the task's builder then takes the
-object its `TASKS` entry `needs`.
+config boundary, which the task builders also fall back to), and the SSM section becomes an
+`ssm` gradient method; the task's builder then takes the object its `TASKS` entry `needs`.
 """
 
 from __future__ import annotations
 
+from .. import ssm
 from ..config.build import build_integrator
-from ..config.schema import ExperimentConfig
+from ..config.errors import ConfigError
+from ..config.schema import ExperimentConfig, GradientConfig
 from ..tasks import TASKS
 from ..train.task import Task
 
@@ -27,4 +29,26 @@ def build_task(config: ExperimentConfig) -> Task:
     entry = TASKS[config.task]
     if entry.needs == "integrator":
         return entry.build(config, integrator=build_integrator(config.solver, config.gradient))
+    if entry.needs == "method":
+        return entry.build(config, method=build_ssm_method(config.gradient))
     return entry.build(config)
+
+
+def build_ssm_method(config: GradientConfig) -> ssm.AbstractSSMGradient:
+    """The SSM gradient method of the `ssm_lm` task's `gradient` section (its schema holds
+    exactly the options that method takes).
+
+    **Arguments:**
+
+    - `config`: one of `config.schema.SSM_GRADIENT_SCHEMAS`'s schemas.
+
+    **Returns:**
+
+    The `ssm.AbstractSSMGradient`, e.g. `ssm.Truncated(window=64)`. Raises `ConfigError`
+    naming `gradient.name` for an invalid combination.
+    """
+    options = {name: getattr(config, name) for name in config.options()}
+    try:
+        return ssm.gradient_method(config.name, **options)
+    except ValueError as error:
+        raise ConfigError("gradient.name", config.name, str(error)) from error

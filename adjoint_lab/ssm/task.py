@@ -141,13 +141,8 @@ def _gradient_method(config: ExperimentConfig) -> AbstractSSMGradient:
             gradient.name,
             f"the SSM language model takes one of {', '.join(SSM_GRADIENTS)}",
         )
-    fields = {
-        "window": gradient.window,
-        "chunk": gradient.chunk,
-        "form": None if gradient.form == "aggregated" else gradient.form,
-        "loss_chunk": gradient.loss_chunk,
-    }
-    options = {name: value for name, value in fields.items() if value is not None}
+    # Each method's schema holds exactly the options that method takes (config.schema).
+    options = {name: getattr(gradient, name) for name in gradient.options()}
     try:
         return gradient_method(gradient.name, **options)
     except ValueError as error:

@@ -15,14 +15,12 @@ takes besides the config (`needs`):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from ..cnode import cnf_task
 from ..cnode import tasks as cnode_tasks
-from ..config.schema import ExperimentConfig, GradientConfig
 from ..parabolic import generative_task
 from ..parabolic import task as parabolic_task
 from ..ssm import task as ssm_task
@@ -37,26 +35,6 @@ class TaskEntry:
     build: Callable[..., Task]
     schemas: dict[tuple[str, str], type]
     needs: Needs = None
-
-
-@dataclass(frozen=True)
-class _FlatSSMGradient:
-    """The one flat gradient section `ssm.task` reads until it takes a built `method`."""
-
-    name: str
-    window: int | None = None
-    chunk: int | None = None
-    form: str = "aggregated"
-    loss_chunk: int | None = None
-
-
-def _build_ssm(config: ExperimentConfig) -> Task:
-    # Transitional: ssm.task.build(config) reads name/window/chunk/form/loss_chunk off one
-    # schema; the per-method schemas carry only their own options.
-    gradient: GradientConfig = config.gradient
-    options = {name: getattr(gradient, name) for name in gradient.options()}
-    flat = _FlatSSMGradient(gradient.name, **options)
-    return ssm_task.build(dataclasses.replace(config, gradient=flat))
 
 
 TASKS: dict[str, TaskEntry] = {
@@ -79,7 +57,7 @@ TASKS: dict[str, TaskEntry] = {
     "cnode_cnf": TaskEntry(
         build=cnf_task.build_cnf, schemas=cnf_task.CNF_SCHEMAS, needs="integrator"
     ),
-    "ssm_lm": TaskEntry(build=_build_ssm, schemas=ssm_task.SCHEMAS, needs="method"),
+    "ssm_lm": TaskEntry(build=ssm_task.build, schemas=ssm_task.SCHEMAS, needs="method"),
     "parabolic_generative": TaskEntry(
         build=generative_task.build, schemas=generative_task.GENERATIVE_SCHEMAS
     ),
