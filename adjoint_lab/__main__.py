@@ -23,7 +23,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .data.images import DatasetNotFoundError
     from .ssm.task import MemoryBudgetError
-    from .train import CheckpointError, NonFiniteLossError
+    from .train import CheckpointError, MissingExtraError, NonFiniteLossError
 
     return (
         *_USER_ERRORS,
@@ -31,6 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         NonFiniteLossError,
         DatasetNotFoundError,
         MemoryBudgetError,
+        MissingExtraError,
     )
 
 

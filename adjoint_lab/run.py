@@ -36,15 +36,26 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
 
     import jax
 
-    from .app import build_task
-    from .train import fit, make_mesh, make_optimizer
+    from .app import build_task, build_trackers
+    from .train import fit, flatten_params, make_mesh, make_optimizer
 
+    trackers = build_trackers(config.logger)
     mesh = make_mesh(config.mesh)
     task = build_task(config)
     optimizer = make_optimizer(config.optim, config.train.steps)
     run_dir = Path(config.run_dir)
     meta = {"fingerprint": config_fingerprint(config), "task": config.task}
-    result = fit(task, optimizer, config.train, run_dir, seed=config.seed, mesh=mesh, meta=meta)
+    result = fit(
+        task,
+        optimizer,
+        config.train,
+        run_dir,
+        seed=config.seed,
+        mesh=mesh,
+        meta=meta,
+        params=flatten_params(config),
+        trackers=trackers,
+    )
     summary = {
         "task": config.task,
         "steps": result.steps,

@@ -261,11 +261,12 @@ _POW = lambda lo, hi, step=1: tuple(2**k for k in range(lo, hi + 1, step))  # no
 _BIG = ("ssm-32m", "ssm-63m", "ssm-127m", "ssm-225m", "ssm-1.27b")
 
 PROFILES: dict[str, Profile] = {
-    # Seconds, for the tests: the tiny model, two contexts, two methods, no RSS run.
+    # Seconds, for the tests: the tiny model, two contexts, the four methods of the targets,
+    # no RSS run.
     "quick": Profile(
         contexts={"ssm-tiny": (32, 128)},
         lean_contexts={},
-        methods=(BACKPROP, CHECKPOINTED),
+        methods=(BACKPROP, REMAT, ADJOINT, CHECKPOINTED),
         lean=(),
         rss_preset="ssm-tiny",
         rss_contexts=(),

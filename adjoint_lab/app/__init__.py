@@ -4,7 +4,9 @@ It sits above every subpackage (`core` <- `data`, `train` <- `ssm`, `cnode`, `pa
 `tasks`, `app`): it may import any of them, and none of them imports it.
 """
 
+from .build import build_ssm_method as build_ssm_method
 from .build import build_task as build_task
+from .build import build_trackers as build_trackers
 from .compose import CONFIG_DIR as CONFIG_DIR
 from .compose import CONFIG_MODULE as CONFIG_MODULE
 from .compose import compose_config as compose_config

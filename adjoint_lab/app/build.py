@@ -10,9 +10,10 @@ from __future__ import annotations
 from .. import ssm
 from ..config.build import build_integrator
 from ..config.errors import ConfigError
-from ..config.schema import ExperimentConfig, GradientConfig
+from ..config.schema import ExperimentConfig, GradientConfig, LoggerConfig
 from ..tasks import TASKS
 from ..train.task import Task
+from ..train.trackers import AbstractTracker, MLflowTracker, TensorBoardTracker
 
 
 def build_task(config: ExperimentConfig) -> Task:
@@ -52,3 +53,29 @@ def build_ssm_method(config: GradientConfig) -> ssm.AbstractSSMGradient:
         return ssm.gradient_method(config.name, **options)
     except ValueError as error:
         raise ConfigError("gradient.name", config.name, str(error)) from error
+
+
+def build_trackers(config: LoggerConfig) -> tuple[AbstractTracker, ...]:
+    """The trackers of the `logger` section, one per section that is set.
+
+    **Arguments:**
+
+    - `config`: the `logger` section.
+
+    **Returns:**
+
+    The trackers for `train.fit(..., trackers=...)`; built before training starts, so a missing
+    library (`train.MissingExtraError`, naming the extra to install) stops the run at once.
+    """
+    trackers: list[AbstractTracker] = []
+    if config.tensorboard is not None:
+        tb = config.tensorboard
+        trackers.append(TensorBoardTracker(logdir=tb.logdir, flush_secs=tb.flush_secs))
+    if config.mlflow is not None:
+        ml = config.mlflow
+        trackers.append(
+            MLflowTracker(
+                tracking_uri=ml.tracking_uri, experiment=ml.experiment, run_name=ml.run_name
+            )
+        )
+    return tuple(trackers)

@@ -525,6 +525,40 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TensorBoardLoggerConfig:
+    """TensorBoard event files (`train.TensorBoardTracker`); `logdir` null means
+    `<run_dir>/tensorboard`."""
+
+    logdir: str | None = None
+    flush_secs: int = 30
+
+    def validate(self) -> None:
+        require(self.flush_secs > 0, "flush_secs", self.flush_secs, "must be > 0")
+
+
+@dataclass(frozen=True)
+class MLflowLoggerConfig:
+    """An MLflow run (`train.MLflowTracker`); `tracking_uri` null: a SQLite store in the run
+    directory (or `MLFLOW_TRACKING_URI`)."""
+
+    tracking_uri: str | None = None
+    experiment: str = "adjoint_lab"
+    run_name: str | None = None
+
+    def validate(self) -> None:
+        require(self.experiment != "", "experiment", self.experiment, "give an experiment name")
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    """Trackers beside the always-on `metrics.jsonl`: `logger=tensorboard`, `logger=mlflow` or
+    `logger=[tensorboard,mlflow]` fill the sections; a null section is off."""
+
+    tensorboard: TensorBoardLoggerConfig | None = None
+    mlflow: MLflowLoggerConfig | None = None
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """The root of every run. `model` and `data` take the schema of the chosen group option,
     `gradient` the schema of the chosen method (a `GradientConfig`)."""
@@ -541,6 +575,7 @@ class ExperimentConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def validate(self) -> None:
         """Checks that span two sections."""

@@ -24,7 +24,24 @@ def test_memory_quick(tmp_path):
     assert mem[("checkpointed", 128)] > mem[("checkpointed", 32)]
     assert mem[("checkpointed", 128)] < mem[("backprop", 128)]
     assert mem[("checkpointed", 128)] / mem[("checkpointed", 32)] < 4  # sublinear
-    assert "PASS" in (tmp_path / "ssm_memory.md").read_text() or data["targets"]
+    # Every target, one by one, recomputed from the records. The quick profile's tiny model
+    # is far below the paper's scale, where adjoint ≤ 1/3 and checkpointed ≤ 1/30 of
+    # backprop hold (results/ssm_memory.md); here only the ordering can be asserted.
+    targets = {row["target"].split(" (")[0]: row for row in data["targets"]}
+    assert set(targets) == {
+        "adjoint ÷ backprop",
+        "checkpointed ÷ backprop",
+        "checkpointed ÷ remat",
+    }
+    for name, row in targets.items():
+        num, den = name.split(" ÷ ")
+        ratio = mem[(num, 128)] / mem[(den, 128)]
+        threshold = float(row["threshold"].removeprefix("≤ "))
+        assert float(row["measured"]) == pytest.approx(ratio, rel=1e-3), name
+        assert row["verdict"] == ("PASS" if ratio <= threshold else "FAIL"), name
+    assert mem[("adjoint", 128)] < 0.7 * mem[("backprop", 128)]
+    assert mem[("checkpointed", 128)] < 0.25 * mem[("backprop", 128)]
+    assert targets["checkpointed ÷ remat"]["verdict"] == "PASS"
 
 
 @pytest.mark.slow
