@@ -151,3 +151,23 @@ def test_the_new_ode_adjoints_are_chosen_from_config(overrides, gradient, solver
         given = [o for o in overrides if o.startswith(f"gradient.{option}=")]
         if given:
             assert getattr(integrator.gradient, option) == int(given[0].split("=")[1])
+
+
+@pytest.mark.parametrize(
+    ("logger", "trackers"),
+    [
+        ((), ()),
+        (("logger=tensorboard",), ("TensorBoardTracker",)),
+        (
+            ("logger=[tensorboard,mlflow]", "logger.mlflow.experiment=sweep"),
+            ("TensorBoardTracker", "MLflowTracker"),
+        ),
+    ],
+)
+def test_the_logger_group_builds_its_trackers(logger, trackers):
+    from adjoint_lab.app import build_trackers
+
+    built = build_trackers(load(*logger).logger)
+    assert tuple(type(t).__name__ for t in built) == trackers
+    if "MLflowTracker" in trackers:
+        assert built[-1].experiment == "sweep"
