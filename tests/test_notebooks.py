@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -26,6 +25,11 @@ def test_notebook_runs(path, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows no plot"
 
 
-def test_every_notebook_is_collected():
-    assert NOTEBOOKS, "no notebooks found"
-    assert os.path.basename(NOTEBOOKS[0]).endswith(".ipynb")
+def test_every_notebook_asserts_its_results():
+    # A notebook that only prints and plots cannot fail: each must assert its central numbers
+    # (gradient agreement, the K >= 2 gap, the crossing fit, ...), which test_notebook_runs
+    # then executes.
+    for path in NOTEBOOKS:
+        cells = nbformat.read(path, as_version=4).cells
+        code = "\n".join(c.source for c in cells if c.cell_type == "code")
+        assert "assert " in code, f"{path.name} asserts nothing"
