@@ -48,6 +48,7 @@ PAPERS: dict[str, tuple[str, list[str]]] = {
         "Base models for parabolic PDEs (UAI 2024, arXiv 2407.12234)",
         ["parabolic_figure4", "parabolic_speed", "parabolic_table1", "parabolic_figure3"],
     ),
+    "core": ("ODE gradient methods of adjoint_lab.core (issue 14)", ["ode_adjoints"]),
 }
 
 
@@ -72,6 +73,7 @@ CONDITIONS: dict[str, str] = {
     "parabolic_speed": "CPU timings (the paper's are on a GPU), ratios in one run",
     "parabolic_table1": "CPU sizes (grids, training steps); five training runs as in the paper",
     "parabolic_figure3": "CPU-sized training; the 100-d panel with 4 tasks and smaller networks",
+    "ode_adjoints": "CPU timings, ratios in one run; compile-time memory plans; no C-NODE field",
 }
 
 

@@ -343,3 +343,19 @@ def test_invalid_combinations():
         InterpolatingAdjoint(checkpoints=4)
     with pytest.raises(NotImplementedError, match="SaveAt"):
         run(ReversibleHeun(), ReversibleAdjoint(), saveat=diffrax.SaveAt(steps=True))
+
+
+@pytest.mark.slow
+def test_ode_adjoints_quick_profile(tmp_path):
+    import json
+
+    from experiments import ode_adjoints
+
+    ode_adjoints.main(["--profile", "quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "ode_adjoints.json").read_text())
+    rows = {(r["problem"], r["method"]): r for r in data["accuracy"]}
+    assert {m for _, m in rows} == set(ode_adjoints.METHODS)
+    targets = {t["target"]: t["verdict"] for t in data["targets"]}
+    assert targets["reversible = same-solve backprop (spiral)"] == "PASS"
+    assert targets["dissipative: backsolve fails, interpolating succeeds"] == "PASS"
+    assert (tmp_path / "ode_adjoints.png").exists()
