@@ -412,6 +412,14 @@ class InterpolatingAdjoint(AbstractGradientMethod):
         return InterpolatingDiffraxAdjoint(controller=backward)
 
 
+def _check_quadrature_options(method: QuadratureAdjoint | GaussAdjoint) -> None:
+    cls = type(method)
+    _check_nodes(cls.__name__, method.nodes)
+    _check_tolerance(cls, "rtol", method.rtol)
+    _check_tolerance(cls, "atol", method.atol)
+    _check_max_steps(cls.__name__, method.max_steps)
+
+
 class QuadratureAdjoint(AbstractGradientMethod):
     """The continuous adjoint with the parameter gradient by a separate quadrature.
 
@@ -434,10 +442,7 @@ class QuadratureAdjoint(AbstractGradientMethod):
     max_steps: int = eqx.field(default=4096, static=True)
 
     def __check_init__(self):
-        _check_nodes("QuadratureAdjoint", self.nodes)
-        _check_tolerance(QuadratureAdjoint, "rtol", self.rtol)
-        _check_tolerance(QuadratureAdjoint, "atol", self.atol)
-        _check_max_steps("QuadratureAdjoint", self.max_steps)
+        _check_quadrature_options(self)
 
     def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
         backward = _continuous_controller("QuadratureAdjoint", controller, self.rtol, self.atol)
@@ -467,10 +472,7 @@ class GaussAdjoint(AbstractGradientMethod):
     max_steps: int = eqx.field(default=4096, static=True)
 
     def __check_init__(self):
-        _check_nodes("GaussAdjoint", self.nodes)
-        _check_tolerance(GaussAdjoint, "rtol", self.rtol)
-        _check_tolerance(GaussAdjoint, "atol", self.atol)
-        _check_max_steps("GaussAdjoint", self.max_steps)
+        _check_quadrature_options(self)
 
     def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
         backward = _continuous_controller("GaussAdjoint", controller, self.rtol, self.atol)

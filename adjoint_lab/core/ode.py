@@ -137,15 +137,7 @@ def solve(
             "a step size; pass e.g. `dt0=0.01`, or use an adaptive controller such as "
             "`diffrax.PIDController(rtol=1e-6, atol=1e-8)`, which can choose dt0 itself."
         )
-    if ts is not None:
-        if saveat is not None:
-            raise ValueError(
-                "`solve` got both `ts` and `saveat`; `ts=...` is shorthand for "
-                "`saveat=diffrax.SaveAt(ts=...)`, so pass one of them."
-            )
-        saveat = diffrax.SaveAt(ts=ts)
-    elif saveat is None:
-        saveat = diffrax.SaveAt(t1=True)
+    saveat = resolve_saveat("solve", saveat, ts)
 
     rule = _evaluation_rule(solver, controller)
     forward_controller = controller
@@ -245,6 +237,20 @@ class Integrator(eqx.Module):
             saveat=saveat,
             ts=ts,
         )
+
+
+def resolve_saveat(
+    caller: str, saveat: diffrax.SaveAt | None, ts: Real[ArrayLike, " times"] | None
+) -> diffrax.SaveAt:
+    """The `SaveAt` of a solve's `saveat=`/`ts=` pair (shared by `solve` and `solve_sde`)."""
+    if ts is not None:
+        if saveat is not None:
+            raise ValueError(
+                f"`{caller}` got both `ts` and `saveat`; `ts=...` is shorthand for "
+                "`saveat=diffrax.SaveAt(ts=...)`, so pass one of them."
+            )
+        return diffrax.SaveAt(ts=ts)
+    return diffrax.SaveAt(t1=True) if saveat is None else saveat
 
 
 @dataclass(frozen=True)

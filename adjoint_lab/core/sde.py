@@ -22,7 +22,7 @@ import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Real
 
 from .gradients import AbstractGradientMethod, BacksolveAdjoint, CheckpointedBackprop
-from .ode import Solution
+from .ode import Solution, resolve_saveat
 
 __all__ = ["BrownianIncrements", "DiagonalDiffusion", "solve_sde"]
 
@@ -352,15 +352,7 @@ def solve_sde(
             f"one step per increment, but `gradient.max_steps={gradient.max_steps}`. Pass "
             f"`gradient={type(gradient).__name__}(..., max_steps={brownian.n_steps})` or more."
         )
-    if ts is not None:
-        if saveat is not None:
-            raise ValueError(
-                "`solve_sde` got both `ts` and `saveat`; `ts=...` is shorthand for "
-                "`saveat=diffrax.SaveAt(ts=...)`, so pass one of them."
-            )
-        saveat = diffrax.SaveAt(ts=ts)
-    elif saveat is None:
-        saveat = diffrax.SaveAt(t1=True)
+    saveat = resolve_saveat("solve_sde", saveat, ts)
     y0 = jax.tree.map(jnp.asarray, y0)
     _check_noise_shape(diffusion, brownian, y0, args)
     if (
