@@ -8,10 +8,11 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["AbstractProblem", "over_points", "positive_parameter"]
+from ..validation import check_positive
+
+__all__ = ["AbstractProblem", "over_points", "problem_parameter"]
 
 
 class AbstractProblem(eqx.Module):
@@ -70,9 +71,8 @@ def over_points(
     return jax.vmap(fn)(flat).reshape(x.shape[:-1])
 
 
-def positive_parameter(owner: str, name: str, value: ArrayLike) -> Float[Array, "..."]:
-    """`value` as a float array, checked > 0 when concrete (not under `jit`/`vmap`)."""
+def problem_parameter(owner: str, name: str, value: ArrayLike) -> Float[Array, "..."]:
+    """`value` as a float array, checked finite and > 0 (at run time under `jit`/`vmap`)."""
+    # Integer inputs (`lam=1`) would otherwise fix an integer dtype into the closed forms.
     value = jnp.asarray(value, dtype=jnp.result_type(float))
-    if not isinstance(value, jax.core.Tracer) and not np.all(np.asarray(value) > 0):
-        raise ValueError(f"`{owner}({name}={np.asarray(value).tolist()!r})`: `{name}` must be > 0.")
-    return value
+    return check_positive(owner, name, value, f"pass {owner}({name}=...) a positive number.")

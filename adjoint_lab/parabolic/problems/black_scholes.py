@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jax.scipy.special import ndtr
 from jaxtyping import Array, ArrayLike, Float
 
-from .base import AbstractProblem, over_points, positive_parameter
+from .base import AbstractProblem, over_points, problem_parameter
 
 __all__ = ["BlackScholesBarenblatt", "BlackScholesCall"]
 
@@ -39,8 +39,8 @@ class BlackScholesCall(AbstractProblem):
         strike: Float[ArrayLike, ""] = 1.0,
     ):
         self.r = jnp.asarray(r, jnp.result_type(float))
-        self.sigma = positive_parameter("BlackScholesCall", "sigma", sigma)
-        self.strike = positive_parameter("BlackScholesCall", "strike", strike)
+        self.sigma = problem_parameter("BlackScholesCall", "sigma", sigma)
+        self.strike = problem_parameter("BlackScholesCall", "strike", strike)
 
     def drift(self, t, x):
         return jnp.full_like(x, self.r - 0.5 * self.sigma**2)
@@ -91,7 +91,7 @@ class BlackScholesBarenblatt(AbstractProblem):
 
     def __init__(self, r: Float[ArrayLike, ""] = 0.05, sigma: Float[ArrayLike, ""] = 0.4):
         self.r = jnp.asarray(r, jnp.result_type(float))
-        self.sigma = positive_parameter("BlackScholesBarenblatt", "sigma", sigma)
+        self.sigma = problem_parameter("BlackScholesBarenblatt", "sigma", sigma)
 
     def drift(self, t, x):
         return jnp.full_like(x, self.r - 0.5 * self.sigma**2)

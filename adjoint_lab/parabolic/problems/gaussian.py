@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, ArrayLike, Float
 
-from .base import AbstractProblem, over_points, positive_parameter
+from .base import AbstractProblem, over_points, problem_parameter
 
 __all__ = ["AffineDriftCosine", "OrnsteinUhlenbeckDensity", "affine_gaussian_moments"]
 
@@ -90,7 +90,7 @@ class AffineDriftCosine(AbstractProblem):
                 f"`AffineDriftCosine`: `A` must have shape (d, d) = ({d}, {d}); got {self.A.shape}."
             )
         self.phase = jnp.asarray(phase, dtype)
-        self.sigma = positive_parameter("AffineDriftCosine", "sigma", sigma)
+        self.sigma = problem_parameter("AffineDriftCosine", "sigma", sigma)
         if self.sigma.shape not in ((), (d,)):
             raise ValueError(
                 f"`AffineDriftCosine`: `sigma` must be a scalar or have shape (d,) = ({d},); "
@@ -142,10 +142,8 @@ class OrnsteinUhlenbeckDensity(AbstractProblem):
         initial_std: Float[ArrayLike, ""] = 1.0,
     ):
         self.theta = jnp.asarray(theta, jnp.result_type(float))
-        self.sigma = positive_parameter("OrnsteinUhlenbeckDensity", "sigma", sigma)
-        self.initial_std = positive_parameter(
-            "OrnsteinUhlenbeckDensity", "initial_std", initial_std
-        )
+        self.sigma = problem_parameter("OrnsteinUhlenbeckDensity", "sigma", sigma)
+        self.initial_std = problem_parameter("OrnsteinUhlenbeckDensity", "initial_std", initial_std)
 
     def drift(self, t, x):
         return -self.theta * x

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .base import AbstractProblem, over_points, positive_parameter
+from .base import AbstractProblem, over_points, problem_parameter
 from .quadrature import gamma_rule, normal_rule
 
 __all__ = ["AbstractColeHopfHJB", "LogTerminalHJB", "QuadraticTerminalHJB"]
@@ -78,7 +78,7 @@ class LogTerminalHJB(AbstractColeHopfHJB):
     n_nodes: int = eqx.field(static=True)
 
     def __init__(self, lam: Float[ArrayLike, ""] = 1.0, n_nodes: int = 96):
-        self.lam = positive_parameter("LogTerminalHJB", "lam", lam)
+        self.lam = problem_parameter("LogTerminalHJB", "lam", lam)
         self.sigma = jnp.asarray(_SQRT2, jnp.result_type(float))
         self.n_nodes = int(n_nodes)
 
@@ -119,8 +119,8 @@ class QuadraticTerminalHJB(AbstractColeHopfHJB):
     sigma: Float[Array, ""]
 
     def __init__(self, a: Float[ArrayLike, ""] = 1.0, lam: Float[ArrayLike, ""] = 1.0):
-        self.a = positive_parameter("QuadraticTerminalHJB", "a", a)
-        self.lam = positive_parameter("QuadraticTerminalHJB", "lam", lam)
+        self.a = problem_parameter("QuadraticTerminalHJB", "a", a)
+        self.lam = problem_parameter("QuadraticTerminalHJB", "lam", lam)
         self.sigma = jnp.asarray(_SQRT2, jnp.result_type(float))
 
     def terminal_cost(self, x):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .base import AbstractProblem, over_points, positive_parameter
+from .base import AbstractProblem, over_points, problem_parameter
 
 __all__ = ["HarmonicPotential"]
 
@@ -30,8 +30,8 @@ class HarmonicPotential(AbstractProblem):
     sigma: Float[Array, ""]
 
     def __init__(self, c: Float[ArrayLike, ""] = 1.0, sigma: Float[ArrayLike, ""] = 1.0):
-        self.c = positive_parameter("HarmonicPotential", "c", c)
-        self.sigma = positive_parameter("HarmonicPotential", "sigma", sigma)
+        self.c = problem_parameter("HarmonicPotential", "c", c)
+        self.sigma = problem_parameter("HarmonicPotential", "sigma", sigma)
 
     def drift(self, t, x):
         return jnp.zeros_like(x)
