@@ -1,10 +1,31 @@
 """Test set-up: simulated CPU devices and float64, before JAX initialises its backend."""
 
 import os
+import tempfile
 
 # Four host devices for mesh/sharding tests; must be set before the backend starts.
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# One persistent compilation cache per test session, shared by the xdist workers and inherited
+# by the CLI, notebook and install subprocesses: they compile the same default-experiment
+# training step many times, and on two cores compilation is most of their time. Keyed by the
+# xdist run id so that every session starts cold, as on a clean CI machine.
+_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"adjoint-lab-jax-cache-{_run}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+# The tests' arrays are tiny, so XLA:CPU's LLVM optimisation is mostly compile time spent for
+# nothing: at optimisation level 0 the copying-task test compiles in 14 s instead of 35 s. The
+# kernels run slower (about 10x on the parabolic evaluation, whose test is sized for it); what
+# they compute is unchanged. ADJOINT_LAB_TEST_FAST_COMPILE=0 tests with the default compiler.
+if os.environ.get("ADJOINT_LAB_TEST_FAST_COMPILE", "1") == "1":
+    _fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    if _fast not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit the controller's
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_fast}".strip()
 
 import jax  # noqa: E402
 

@@ -14,7 +14,7 @@ import numpy as np
 from adjoint_lab.train import Checkpointer
 from tests.cli.test_cli import QUICK, cli
 
-ARGS = [*QUICK, "train.steps=40", "train.checkpoint_every=5", "train.keep_checkpoints=20"]
+ARGS = [*QUICK, "train.steps=24", "train.checkpoint_every=3", "train.keep_checkpoints=10"]
 
 
 def _final_params(run_dir: Path, step: int) -> dict[str, np.ndarray]:
@@ -41,17 +41,17 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while time.time() < deadline and not (killed / "checkpoints" / "15").exists():
+    while time.time() < deadline and not (killed / "checkpoints" / "6").exists():
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     steps_at_kill = Checkpointer(killed / "checkpoints").steps()
-    assert steps_at_kill and steps_at_kill[-1] < 40, steps_at_kill
+    assert steps_at_kill and steps_at_kill[-1] < 24, steps_at_kill
 
     done = cli(*ARGS, f"hydra.run.dir={killed}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "resumed from step" in done.stdout
-    got, want = _final_params(killed, 40), _final_params(reference, 40)
+    got, want = _final_params(killed, 24), _final_params(reference, 24)
     assert got.keys() == want.keys() and len(got) > 3
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)

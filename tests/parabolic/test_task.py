@@ -17,7 +17,7 @@ SMALL = (
     "data.n_target_paths=256",
     "data.n_steps=20",
     "data.eval_drifts=8",
-    "data.eval_paths=2000",
+    "data.eval_paths=1000",
     "model.width=16",
 )
 
