@@ -209,6 +209,10 @@ def _fit(
         window_start, window_steps = started, 0
         loss_value = float("nan")
         guard = _clear_guard()
+        if mesh is not None:
+            # Placed as the step returns it, so the second step reuses the first's compile
+            # instead of compiling again for an input committed to the mesh.
+            guard = jax.device_put(guard, (replicated(mesh), replicated(mesh)))
         bar = tqdm(
             total=config.steps,
             initial=first,

@@ -175,3 +175,34 @@ def test_data_parallel_matches_one_device(reference, tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
     leaf = jax.tree_util.tree_leaves(sharded.params)[0]
     assert len(leaf.sharding.device_set) == 4
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_the_training_step_is_lowered_once(tmp_path, devices):
+    # A second lowering of the step means every run compiles it twice (once more for the
+    # inputs the first step returns); count lowerings between steps 2 and 5.
+    lowerings = []
+    counting = [False]
+
+    def listener(event, duration, **kwargs):
+        if counting[0] and event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowerings.append(event)
+
+    def on_step(step):
+        counting[0] = 1 <= step < 5
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        mesh = make_mesh(MeshConfig(axes=("data",), shape=(devices,)))
+        train = TrainConfig(
+            steps=6,
+            batch_size=8,
+            log_every=100,
+            eval_every=100,
+            checkpoint_every=100,
+            progress=False,
+        )
+        _fit(tmp_path, train=train, mesh=mesh, on_step=on_step)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert lowerings == []
