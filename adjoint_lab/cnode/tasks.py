@@ -155,8 +155,6 @@ def build_classification(config: ExperimentConfig, integrator: Integrator | None
         )
 
     def evaluate_split(params, x, y):
-        if len(y) == 0:
-            return np.full(2, np.nan), float("nan")
         size = min(eval_batch, len(y))
         totals = np.zeros(2)
         nfes = []
@@ -171,15 +169,14 @@ def build_classification(config: ExperimentConfig, integrator: Integrator | None
         return totals / len(y), float(np.mean(nfes))
 
     def evaluate(params):
-        (val_loss, val_accuracy), nfe = evaluate_split(params, *data.val)
-        (test_loss, test_accuracy), _ = evaluate_split(params, *data.test)
-        return {
-            "val_accuracy": val_accuracy,
-            "val_loss": val_loss,
-            "test_accuracy": test_accuracy,
-            "test_loss": test_loss,
-            "nfe": nfe,
-        }
+        (test_loss, test_accuracy), nfe = evaluate_split(params, *data.test)
+        metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss, "nfe": nfe}
+        # With `data.val_size=0` (the authors' choice: all training images) there is no
+        # validation split, and no val_* metric rather than a NaN one.
+        if len(data.val[1]):
+            (val_loss, val_accuracy), nfe = evaluate_split(params, *data.val)
+            metrics.update(val_accuracy=val_accuracy, val_loss=val_loss, nfe=nfe)
+        return metrics
 
     def report(params, run_dir: Path):
         (run_dir / "model.json").write_text(json.dumps(description, indent=2) + "\n")

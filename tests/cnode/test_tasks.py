@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -120,3 +121,27 @@ def test_paper_mnist_experiment_runs_on_mnist_files(tmp_path):
     assert (
         83_000 <= json.loads((tmp_path / "run" / "model.json").read_text())["parameters"] <= 89_600
     )
+
+
+def test_without_a_validation_split_evaluation_reports_test_metrics_only(tmp_path):
+    # data.val_size=0 (the authors' choice) leaves no validation images: the evaluation
+    # must not report NaN val_* metrics or a NaN NFE.
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 3)):
+        write_mnist(tmp_path, split, rng.integers(0, 256, (count, 28, 28)), np.arange(count) % 10)
+    config = load(
+        "experiment=cnode_digits",
+        "data=fashion_mnist",
+        f"data.root={tmp_path}",
+        "data.val_size=0",
+        "model.param_budget=null",
+        "model.width=4",
+        "model.pool=7",
+        "solver=euler",
+        "solver.adaptive=false",
+        "solver.dt0=1.0",
+    )
+    task = TASKS[config.task].build(config)
+    evaluation = task.evaluate(task.init(jax.random.PRNGKey(0)))
+    assert set(evaluation) == {"test_accuracy", "test_loss", "nfe"}
+    assert evaluation["nfe"] == 1 and np.isfinite(evaluation["test_loss"])
