@@ -94,7 +94,8 @@ def to_experiment_config(config: DictConfig) -> ExperimentConfig:
         )
     if experiment.task not in TASKS:
         raise ConfigError("task", experiment.task, f"choose one of {', '.join(TASKS)}")
-    methods = _METHODS_OF_NEEDS.get(TASKS[experiment.task].needs)
+    needs = TASKS[experiment.task].needs
+    methods = _METHODS_OF_NEEDS.get(needs) if needs is not None else None
     if methods is not None and isinstance(experiment.gradient, GradientConfig):
         try:
             gradient = gradient_for(experiment.gradient, methods, f"the {experiment.task} task")
@@ -158,13 +159,14 @@ def _unknown_option(field: str, value: object, schema: type) -> ConfigError:
 def _refuse_added_keys(node: DictConfig, prefix: str = "") -> None:
     """Keys added to a schema node (`+gradient.checkpoints=3`) that its dataclass lacks."""
     schema = OmegaConf.get_type(node)
-    typed = isinstance(schema, type) and dataclasses.is_dataclass(schema)
-    names = {f.name for f in dataclasses.fields(schema)} if typed else None
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        schema = None
+    names = {f.name for f in dataclasses.fields(schema)} if schema is not None else set()
     for key in node:
         field = f"{prefix}{key}"
-        if names is not None and key not in names:
-            raise _unknown_option(field, node._get_node(key)._value(), schema)
         child = node._get_node(key)
+        if schema is not None and key not in names:
+            raise _unknown_option(field, child._value() if child is not None else None, schema)
         if isinstance(child, DictConfig):
             _refuse_added_keys(child, f"{field}.")
 

@@ -605,9 +605,10 @@ def validate(config: Any, prefix: str = "") -> None:
     """Validate a config tree, raising `ConfigError` with the dotted path of the first bad field."""
     if not dataclasses.is_dataclass(config):
         return
-    if hasattr(config, "validate"):
+    check = getattr(config, "validate", None)
+    if check is not None:
         try:
-            config.validate()
+            check()
         except ConfigError as error:
             raise (error.under(prefix) if prefix else error) from None
     for f in dataclasses.fields(config):
