@@ -41,7 +41,9 @@ TYPECHECK = os.environ.get("ADJOINT_LAB_TYPECHECK", "0") == "1"
 if TYPECHECK:
     from jaxtyping import install_import_hook  # noqa: E402
 
-    install_import_hook("adjoint_lab", "beartype.beartype")
+    import tests._typechecker  # noqa: E402, F401  (the hook looks it up by name)
+
+    install_import_hook("adjoint_lab", "tests._typechecker.checked")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from ..config.errors import ConfigError
@@ -28,7 +28,6 @@ from ..config.schema import (
     SolverConfig,
     TrainConfig,
     describe_options,
-    freeze,
     gradient_for,
     validate,
 )
@@ -87,7 +86,7 @@ def to_experiment_config(config: DictConfig) -> ExperimentConfig:
     SSM); an option that version does not take is refused.
     """
     _refuse_added_keys(config)
-    experiment: Any = freeze(OmegaConf.to_object(config))
+    experiment: Any = _instantiate(config)
     if not isinstance(experiment, ExperimentConfig):
         raise ConfigError(
             "config", type(experiment).__name__, "the root config must use experiment_schema"
@@ -104,6 +103,24 @@ def to_experiment_config(config: DictConfig) -> ExperimentConfig:
         experiment = dataclasses.replace(experiment, gradient=gradient)
     validate(experiment)
     return experiment
+
+
+def _instantiate(value: Any) -> Any:
+    """A composed node as the frozen dataclasses of its schemas, sequences as tuples.
+
+    Built here rather than by `OmegaConf.to_object`, which passes lists to fields declared
+    as tuples: the dataclasses hold what their annotations say from construction on, which
+    the type-check hook (`ADJOINT_LAB_TYPECHECK=1`) checks.
+    """
+    if isinstance(value, DictConfig):
+        schema = OmegaConf.get_type(value)
+        items = {str(key): _instantiate(value[key]) for key in value}
+        if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+            return schema(**items)
+        return items
+    if isinstance(value, ListConfig):
+        return tuple(_instantiate(item) for item in value)
+    return value
 
 
 def composition_error(
