@@ -40,16 +40,28 @@ def _fail(error: BaseException) -> None:
     sys.exit(2)
 
 
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def _app(cfg: DictConfig) -> float:
+    """One run; returns its `objective` (what Hydra's Optuna sweeper minimises)."""
     try:
         config = to_experiment_config(cfg)
         from .run import run
 
         summary = run(config)
     except _user_errors() as error:
+        if _in_sweep():
+            # Hydra records the job as failed (error.txt, a failed row of the sweep's summary)
+            # and its other jobs still run; exiting here would end the whole sweep.
+            raise
         _fail(error)
-    return float(summary["final_loss"])
+    return float(summary["objective"])
 
 
 def _check_composition(argv: list[str]) -> None:

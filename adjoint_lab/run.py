@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .config.errors import ConfigError
 from .config.schema import ExperimentConfig
 
 
@@ -42,6 +43,12 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     trackers = build_trackers(config.logger)
     mesh = make_mesh(config.mesh)
     task = build_task(config)
+    if config.objective != "final_loss" and task.evaluate is None:
+        raise ConfigError(
+            "objective",
+            config.objective,
+            f"the {config.task} task has no evaluation; use objective=final_loss",
+        )
     optimizer = make_optimizer(config.optim, config.train.steps)
     run_dir = Path(config.run_dir)
     meta = {"fingerprint": config_fingerprint(config), "task": config.task}
@@ -67,9 +74,32 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         "mesh": dict(mesh.shape),
         "run_dir": str(run_dir),
     }
+    summary["objective"] = objective_value(config.objective, summary)
     if jax.process_index() == 0:
         print(format_summary(summary))
     return summary
+
+
+def objective_value(objective: str, summary: dict[str, Any]) -> float:
+    """The number a sweep minimises: `final_loss`, or `eval_<name>`, the final evaluation's
+    metric `<name>` (`eval_mse` for the spiral), as `metrics.jsonl` names it.
+
+    **Arguments:**
+
+    - `objective`: the config's `objective` field.
+    - `summary`: what `run` returns (`final_loss`, `evaluation`, `task`).
+
+    **Returns:** the value, a float. Raises `ConfigError` naming the metrics the task evaluates
+    when `<name>` is not one of them.
+    """
+    if objective == "final_loss":
+        return float(summary["final_loss"])
+    name = objective.removeprefix("eval_")
+    evaluation = summary["evaluation"]
+    if name not in evaluation:
+        choices = ", ".join(["final_loss", *(f"eval_{k}" for k in evaluation)])
+        raise ConfigError("objective", objective, f"the {summary['task']} task evaluates {choices}")
+    return float(evaluation[name])
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -34,6 +34,30 @@ jax.config.update("jax_enable_x64", True)
 
 import pytest  # noqa: E402
 
+# ADJOINT_LAB_TYPECHECK=1: every annotation of the package (jaxtyping shapes and dtypes, and
+# plain types) is checked at each call by beartype, through jaxtyping's import hook. It must be
+# installed before anything imports adjoint_lab; tests/test_typecheck.py runs a subset this way.
+TYPECHECK = os.environ.get("ADJOINT_LAB_TYPECHECK", "0") == "1"
+if TYPECHECK:
+    from jaxtyping import install_import_hook  # noqa: E402
+
+    import tests._typechecker  # noqa: E402, F401  (the hook looks it up by name)
+
+    install_import_hook("adjoint_lab", "tests._typechecker.checked")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under the hook, skip the tests marked `untyped`: their failures are in code another
+    change owns (listed with the test's marker reason)."""
+    if not TYPECHECK:
+        return
+    for item in items:
+        marker = item.get_closest_marker("untyped")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            why = f"untyped under ADJOINT_LAB_TYPECHECK: {reason}"
+            item.add_marker(pytest.mark.skip(reason=why))
+
 
 @pytest.fixture
 def getkey():

@@ -13,3 +13,6 @@ from .compose import compose_config as compose_config
 from .compose import composition_error as composition_error
 from .compose import register_configs as register_configs
 from .compose import to_experiment_config as to_experiment_config
+from .summary import SweepSummary as SweepSummary
+from .summary import read_sweep as read_sweep
+from .summary import write_summary as write_summary

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from ..config.errors import ConfigError
@@ -28,7 +28,6 @@ from ..config.schema import (
     SolverConfig,
     TrainConfig,
     describe_options,
-    freeze,
     gradient_for,
     validate,
 )
@@ -87,14 +86,15 @@ def to_experiment_config(config: DictConfig) -> ExperimentConfig:
     SSM); an option that version does not take is refused.
     """
     _refuse_added_keys(config)
-    experiment: Any = freeze(OmegaConf.to_object(config))
+    experiment: Any = _instantiate(config)
     if not isinstance(experiment, ExperimentConfig):
         raise ConfigError(
             "config", type(experiment).__name__, "the root config must use experiment_schema"
         )
     if experiment.task not in TASKS:
         raise ConfigError("task", experiment.task, f"choose one of {', '.join(TASKS)}")
-    methods = _METHODS_OF_NEEDS.get(TASKS[experiment.task].needs)
+    needs = TASKS[experiment.task].needs
+    methods = _METHODS_OF_NEEDS.get(needs) if needs is not None else None
     if methods is not None and isinstance(experiment.gradient, GradientConfig):
         try:
             gradient = gradient_for(experiment.gradient, methods, f"the {experiment.task} task")
@@ -103,6 +103,24 @@ def to_experiment_config(config: DictConfig) -> ExperimentConfig:
         experiment = dataclasses.replace(experiment, gradient=gradient)
     validate(experiment)
     return experiment
+
+
+def _instantiate(value: Any) -> Any:
+    """A composed node as the frozen dataclasses of its schemas, sequences as tuples.
+
+    Built here rather than by `OmegaConf.to_object`, which passes lists to fields declared
+    as tuples: the dataclasses hold what their annotations say from construction on, which
+    the type-check hook (`ADJOINT_LAB_TYPECHECK=1`) checks.
+    """
+    if isinstance(value, DictConfig):
+        schema = OmegaConf.get_type(value)
+        items = {str(key): _instantiate(value[key]) for key in value}
+        if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+            return schema(**items)
+        return items
+    if isinstance(value, ListConfig):
+        return tuple(_instantiate(item) for item in value)
+    return value
 
 
 def composition_error(
@@ -158,13 +176,14 @@ def _unknown_option(field: str, value: object, schema: type) -> ConfigError:
 def _refuse_added_keys(node: DictConfig, prefix: str = "") -> None:
     """Keys added to a schema node (`+gradient.checkpoints=3`) that its dataclass lacks."""
     schema = OmegaConf.get_type(node)
-    typed = isinstance(schema, type) and dataclasses.is_dataclass(schema)
-    names = {f.name for f in dataclasses.fields(schema)} if typed else None
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        schema = None
+    names = {f.name for f in dataclasses.fields(schema)} if schema is not None else set()
     for key in node:
         field = f"{prefix}{key}"
-        if names is not None and key not in names:
-            raise _unknown_option(field, node._get_node(key)._value(), schema)
         child = node._get_node(key)
+        if schema is not None and key not in names:
+            raise _unknown_option(field, child._value() if child is not None else None, schema)
         if isinstance(child, DictConfig):
             _refuse_added_keys(child, f"{field}.")
 

@@ -93,7 +93,7 @@ def characteristic_flow(
             f"`characteristic_flow(integrator={integrator!r})`: `integrator` must be an "
             "`adjoint_lab.core.Integrator(solver, controller, dt0, gradient)`."
         )
-    return integrator.solve(field, 0.0, 1.0, z, z).ys[-1]
+    return integrator.solve(field, 0.0, 1.0, z, z).ys[-1]  # pyright: ignore[reportOptionalSubscript]
 
 
 def _shape(x: object) -> str:

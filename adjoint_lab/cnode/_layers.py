@@ -206,7 +206,7 @@ class GroupNorm(eqx.Module):
         var = jnp.var(grouped, axis=(0, 1, 3), keepdims=True)
         out = ((grouped - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(h, w, c)
         if self.weight is not None:
-            out = out * self.weight + self.bias
+            out = out * self.weight + self.bias  # pyright: ignore[reportOperatorIssue]
         return out
 
 

@@ -166,7 +166,7 @@ class ODEClassifier(eqx.Module):
         sol = self.integrator.solve(
             BatchedField(self.field), 0.0, 1.0, jax.vmap(self.initial)(x), x
         )
-        out = jax.vmap(self.head)(sol.ys[-1])
+        out = jax.vmap(self.head)(sol.ys[-1])  # pyright: ignore[reportOptionalSubscript]
         return (out[0] if single else out), sol.stats
 
     def __call__(self, x: Float[Array, "*batch ..."]) -> Float[Array, "*batch classes"]:
@@ -192,7 +192,7 @@ class ODEClassifier(eqx.Module):
         sol = self.integrator.solve(
             BatchedField(self.field), 0.0, 1.0, jax.vmap(self.initial)(x), x, ts=ts
         )
-        out = jax.vmap(jax.vmap(self.head))(sol.ys)
+        out = jax.vmap(jax.vmap(self.head))(sol.ys)  # pyright: ignore[reportArgumentType]
         return out[:, 0] if single else out
 
     def _batch(self, x: Array) -> tuple[bool, Array]:
@@ -288,9 +288,9 @@ class _ImageLayout(_AbstractLayout):
         return ConvBlock(c_from, c_to, self.width, self.style, conv=self.conv, key=key)
 
     def path(self, k, width, activation, output, key):
-        hwc = (*self.input_shape[1:], self.input_shape[0])
+        c, h, w = self.input_shape
         return ConvPath(
-            hwc, k, width, self.style, activation, output=output, conv=self.conv, key=key
+            (h, w, c), k, width, self.style, activation, output=output, conv=self.conv, key=key
         )
 
     def head(self, channels, num_classes, key):
@@ -335,7 +335,7 @@ class _Autonomous(_AbstractDynamics):
         pass
 
     def build(self, layout, channels, key_field, key_path):
-        return AutonomousField(layout.block(channels, channels, key_field))
+        return AutonomousField(layout.block(channels, channels, key_field))  # pyright: ignore[reportArgumentType]
 
 
 class _Characteristic(_AbstractDynamics):
@@ -356,7 +356,7 @@ class _Characteristic(_AbstractDynamics):
         def block(key):
             return layout.block(channels, channels, key)
 
-        return CharacteristicField(path, StackedNets(block, self.k, key=key_field))
+        return CharacteristicField(path, StackedNets(block, self.k, key=key_field))  # pyright: ignore[reportArgumentType]
 
 
 class _SecondOrder(_AbstractDynamics):
@@ -364,7 +364,7 @@ class _SecondOrder(_AbstractDynamics):
         pass
 
     def build(self, layout, channels, key_field, key_path):
-        return SecondOrderField(layout.block(2 * channels, channels, key_field))
+        return SecondOrderField(layout.block(2 * channels, channels, key_field))  # pyright: ignore[reportArgumentType]
 
     def velocity_channels(self, channels):
         # v(0) = 0 rides along as zero augmentation of the position x(0).

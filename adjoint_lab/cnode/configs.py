@@ -319,7 +319,7 @@ def _three_way(name: str, x: np.ndarray, y: np.ndarray, val: float, test: float,
         y, (1 - val - test, val, test), seed=seed
     )
     splits = [Split(x[i], y[i]) for i in (train_idx, val_idx, test_idx)]
-    return ClassificationData(name, *splits, tuple(x.shape[1:]), int(y.max()) + 1)
+    return ClassificationData(name, *splits, tuple(x.shape[1:]), int(y.max()) + 1)  # pyright: ignore[reportCallIssue]
 
 
 def load_classification(config: Any) -> ClassificationData:

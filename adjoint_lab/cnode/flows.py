@@ -102,7 +102,7 @@ class _Augmented(eqx.Module):
         z, _ = state
 
         def one(z):
-            return self.velocity(z), jnp.trace(jax.jacfwd(self.velocity)(z))
+            return self.velocity(z), jnp.trace(jax.jacfwd(self.velocity)(z))  # pyright: ignore[reportArgumentType, reportCallIssue]
 
         return jax.vmap(one)(z)
 
@@ -135,7 +135,7 @@ def log_likelihood(
     if integrator is None:
         integrator = flow_integrator(horizon=horizon)
     sol = integrator.solve(_Augmented(velocity), 0.0, horizon, state0)
-    z, trace = sol.ys[0][-1], sol.ys[1][-1]
+    z, trace = sol.ys[0][-1], sol.ys[1][-1]  # pyright: ignore[reportOptionalSubscript]
     n = x.shape[1]
     log_base = -0.5 * jnp.sum(z**2, axis=1) - 0.5 * n * jnp.log(2 * jnp.pi)
     return log_base + trace, sol.stats["nfe"]

@@ -168,7 +168,7 @@ def _accuracy(params: Any, static: Any, x: np.ndarray, y: np.ndarray, batch: int
         # Pad the last chunk with real examples weighted zero: one shape, one compilation.
         index = np.arange(start, start + size) % len(y)
         weight = (np.arange(start, start + size) < len(y)).astype(np.float32)
-        correct += float(_correct(params, static, x[index], y[index], weight))
+        correct += float(_correct(params, static, x[index], y[index], weight))  # pyright: ignore[reportArgumentType]
     return correct / len(y)
 
 

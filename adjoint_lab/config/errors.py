@@ -14,6 +14,11 @@ class ConfigError(ValueError):
         self.allowed = allowed
         super().__init__(f"{field}={value!r} is invalid: {allowed}")
 
+    def __reduce__(self):
+        # Rebuilt from its fields, not its message: a parallel sweep's worker (joblib, Slurm)
+        # sends a failed job's error back pickled.
+        return (type(self), (self.field, self.value, self.allowed))
+
     def under(self, prefix: str) -> "ConfigError":
         """The same error with its field placed under a parent section, e.g. `optim.lr`."""
         return ConfigError(f"{prefix}.{self.field}", self.value, self.allowed)

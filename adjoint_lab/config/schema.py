@@ -576,9 +576,19 @@ class ExperimentConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # What the run returns to Hydra, and so what a sweeper (Optuna) minimises: `final_loss`,
+    # or `eval_<name>` for the final evaluation's metric `<name>` (e.g. `eval_mse`).
+    objective: str = "final_loss"
 
     def validate(self) -> None:
         """Checks that span two sections."""
+        require(
+            self.objective == "final_loss"
+            or (self.objective.startswith("eval_") and len(self.objective) > len("eval_")),
+            "objective",
+            self.objective,
+            "use final_loss, or eval_<name> for an evaluation metric (eval_mse for node_spiral)",
+        )
         gradient = self.gradient
         if isinstance(gradient, BacksolveConfig) and not self.solver.adaptive:
             backward_control = gradient.seminorm or gradient.adjoint_rtol or gradient.adjoint_atol
@@ -595,9 +605,10 @@ def validate(config: Any, prefix: str = "") -> None:
     """Validate a config tree, raising `ConfigError` with the dotted path of the first bad field."""
     if not dataclasses.is_dataclass(config):
         return
-    if hasattr(config, "validate"):
+    check = getattr(config, "validate", None)
+    if check is not None:
         try:
-            config.validate()
+            check()
         except ConfigError as error:
             raise (error.under(prefix) if prefix else error) from None
     for f in dataclasses.fields(config):

@@ -75,11 +75,11 @@ def _is_array_spec(x: object) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic | jax.ShapeDtypeStruct)
 
 
-def available_memory(device: jax.Device | None = None) -> int:
+def available_memory(device: jax.Device | None = None) -> int:  # pyright: ignore[reportInvalidTypeForm]
     """Bytes free for new buffers: the allocator's limit minus what is in use on an
     accelerator; `MemAvailable` of the operating system on a CPU."""
     device = device or jax.devices()[0]
-    stats = device.memory_stats() if device.platform != "cpu" else None
+    stats = device.memory_stats() if device.platform != "cpu" else None  # pyright: ignore[reportOptionalMemberAccess]
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
     try:

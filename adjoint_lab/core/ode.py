@@ -15,6 +15,7 @@ from typing import Any
 import diffrax
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Int, PyTree, Real
 
@@ -147,18 +148,18 @@ def solve(
         and isinstance(controller, diffrax.AbstractAdaptiveStepSizeController)
     )
     if count_refills:
-        forward_controller = _CountFirstStages(controller)
+        forward_controller = _CountFirstStages(controller)  # pyright: ignore[reportCallIssue]
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
 
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         solver,
-        t0,
-        t1,
-        dt0,
+        t0,  # pyright: ignore[reportArgumentType]
+        t1,  # pyright: ignore[reportArgumentType]
+        dt0,  # pyright: ignore[reportArgumentType]
         y0,
         args,
-        saveat=saveat,
+        saveat=saveat,  # pyright: ignore[reportArgumentType]
         stepsize_controller=forward_controller,
         adjoint=gradient.to_diffrax(controller),
         max_steps=gradient.max_steps,
@@ -172,7 +173,7 @@ def solve(
         # The first stage reuses the last stage of the previous accepted step, except on
         # the first step and after a jump, and a rejected step keeps the stale cache: so
         # every rejection before the first accepted step re-evaluates it too.
-        refills = sol.controller_state[2] if count_refills else jnp.minimum(num_steps, 1)
+        refills = sol.controller_state[2] if count_refills else jnp.minimum(num_steps, 1)  # pyright: ignore[reportOptionalSubscript]
         nfe = (rule.stages - 1) * num_steps + refills
     else:
         nfe = rule.stages * num_steps + rule.initial
@@ -249,7 +250,7 @@ def resolve_saveat(
                 f"`{caller}` got both `ts` and `saveat`; `ts=...` is shorthand for "
                 "`saveat=diffrax.SaveAt(ts=...)`, so pass one of them."
             )
-        return diffrax.SaveAt(ts=ts)
+        return diffrax.SaveAt(ts=ts)  # pyright: ignore[reportArgumentType]
     return diffrax.SaveAt(t1=True) if saveat is None else saveat
 
 
@@ -317,7 +318,7 @@ class _CountFirstStages(diffrax.AbstractAdaptiveStepSizeController):
         return self.controller.norm
 
     def wrap(self, direction):
-        return _CountFirstStages(self.controller.wrap(direction))
+        return _CountFirstStages(self.controller.wrap(direction))  # pyright: ignore[reportCallIssue]
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)

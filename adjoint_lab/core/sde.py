@@ -16,6 +16,7 @@ from typing import Any
 import diffrax
 import equinox as eqx
 import jax
+import jax.core
 import jax.extend.core as jex_core
 import jax.numpy as jnp
 import lineax as lx

@@ -297,8 +297,8 @@ def load_digits() -> tuple[Images, Labels]:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = np.asarray(bunch.data, np.float32).reshape(-1, 1, 8, 8) / 16.0
-    return images, np.asarray(bunch.target, np.int32)
+    images = np.asarray(bunch.data, np.float32).reshape(-1, 1, 8, 8) / 16.0  # pyright: ignore[reportAttributeAccessIssue]
+    return images, np.asarray(bunch.target, np.int32)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def stratified_split(

@@ -54,7 +54,7 @@ def euler_maruyama_paths(
         ).ys
 
     per_path = jax.vmap(one, (None, 0))
-    return jax.vmap(per_path, (0, None))(paths.x, paths.increments)
+    return jax.vmap(per_path, (0, None))(paths.x, paths.increments)  # pyright: ignore[reportReturnType]
 
 
 @eqx.filter_jit

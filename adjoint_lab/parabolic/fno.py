@@ -96,7 +96,7 @@ class SpectralConv(eqx.Module):
 
 def _pointwise(layer: eqx.nn.Linear, h: Float[Array, "cin ..."]) -> Float[Array, "cout ..."]:
     # A 1x1 convolution: the same linear map at every grid point.
-    return jnp.einsum("oi,i...->o...", layer.weight, h) + layer.bias.reshape(
+    return jnp.einsum("oi,i...->o...", layer.weight, h) + layer.bias.reshape(  # pyright: ignore[reportOptionalMemberAccess]
         (-1,) + (1,) * (h.ndim - 1)
     )
 

@@ -259,7 +259,7 @@ def _base_paths(
         brownian = core.BrownianIncrements(dw, t1=T)
         return core.solve_sde(_Zero(), noise, brownian, x0, gradient=gradient, ts=brownian.times).ys
 
-    return jax.vmap(jax.vmap(one, (None, 0)), (0, None))(x, increments)
+    return jax.vmap(jax.vmap(one, (None, 0)), (0, None))(x, increments)  # pyright: ignore[reportReturnType]
 
 
 @eqx.filter_jit
@@ -396,6 +396,6 @@ def sample_generative(
 
     def one(z0, dw):
         brownian = core.BrownianIncrements(dw, t1=T)
-        return core.solve_sde(field, diffusion, brownian, z0, gradient=gradient).ys[-1]
+        return core.solve_sde(field, diffusion, brownian, z0, gradient=gradient).ys[-1]  # pyright: ignore[reportOptionalSubscript]
 
     return jax.vmap(one, (0, 1))(z, noise)

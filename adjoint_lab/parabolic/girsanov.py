@@ -59,7 +59,7 @@ def girsanov_step_terms(
     """
     ito = jnp.sum(theta * increments, axis=-1)
     compensator = 0.5 * dt * jnp.sum(theta**2, axis=-1)
-    return ito, compensator
+    return ito, compensator  # pyright: ignore[reportReturnType]
 
 
 def log_likelihood_ratio(

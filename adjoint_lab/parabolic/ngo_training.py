@@ -67,7 +67,7 @@ class NGOTrainingConfig:
 
 def _tasks(config: NGOTrainingConfig, d: int, key: PRNGKeyArray, dtype):
     kc, kp, kx = jax.random.split(key, 3)
-    c = sample_coefficients(kc, config.n_tasks, config.c_low, config.c_high).astype(dtype)
+    c = sample_coefficients(kc, config.n_tasks, config.c_low, config.c_high).astype(dtype)  # pyright: ignore[reportArgumentType]
     phase = 2 * jnp.pi * jax.random.uniform(kp, (config.n_tasks,), dtype)
     if not config.random_phase:
         phase = jnp.zeros_like(phase)

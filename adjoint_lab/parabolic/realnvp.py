@@ -169,7 +169,7 @@ def fit_realnvp(
     step = train_step(value_and_grad_of(loss), optimiser)
 
     def body(state, _):
-        state, value, _ = step(state, data, None)
+        state, value, _ = step(state, data, None)  # pyright: ignore[reportArgumentType]
         return state, value
 
     # One scan: a single compile for the whole fit.

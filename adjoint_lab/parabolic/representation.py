@@ -92,7 +92,7 @@ def feynman_kac(
     if method == "euler_maruyama":
         return euler_maruyama_expectation(paths, drift, p0, rate)
     if method == "ngo":
-        return ngo_expectation(operator, paths, drift, p0, rate)
+        return ngo_expectation(operator, paths, drift, p0, rate)  # pyright: ignore[reportArgumentType]
     return paths.expectation(
         drift, p0, rate, self_normalised=self_normalised, ess_threshold=ess_threshold
     )

@@ -202,7 +202,7 @@ def train_z_network(
 ) -> tuple[ZNetwork, Float[np.ndarray, " steps"]]:
     """Minimise the mean over points of the path variance of S_0 (zero at Z = sigma grad p)."""
     config.validate()
-    d = znet.mlp.in_size - 1
+    d = znet.mlp.in_size - 1  # pyright: ignore[reportOperatorIssue]
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         config.learning_rate,

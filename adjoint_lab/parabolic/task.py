@@ -104,8 +104,8 @@ def _training_config(data: DriftFamilyConfig, n_tasks: int) -> NGOTrainingConfig
         n_points=data.n_points,
         x_low=data.x_low,
         x_high=data.x_high,
-        c_low=tuple(data.c_low),
-        c_high=tuple(data.c_high),
+        c_low=tuple(data.c_low),  # pyright: ignore[reportArgumentType]
+        c_high=tuple(data.c_high),  # pyright: ignore[reportArgumentType]
         omega=data.omega,
         random_phase=data.random_phase,
         sigma=data.sigma,

@@ -189,7 +189,7 @@ class TensorBoardTracker(AbstractTracker):
 
     def log_artifacts(self, paths: Sequence[Path], step: int) -> None:
         from PIL import Image
-        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.proto.summary_pb2 import Summary  # pyright: ignore[reportAttributeAccessIssue]
 
         for path in paths:
             if path.suffix == ".png":

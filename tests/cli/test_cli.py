@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adjoint_lab.app import build_task, compose_config
+from adjoint_lab.app import build_task, compose_config, summary
 from adjoint_lab.core import assert_tree_allclose
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,22 +101,71 @@ def test_cfg_job_and_help(tmp_path):
     assert "adjoint-lab" in done.stdout
 
 
-def test_multirun_sweeps_gradient_methods(tmp_path):
+def test_multirun_sweeps_gradient_methods_in_parallel_into_one_table(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
     done = cli(
         "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        # A bad value fails its jobs alone: the others still run, and the table shows them.
+        "train.steps=2,0",
         "gradient=checkpointed,backsolve",
-        "train.steps=2",
         "train.log_every=1",
         *QUICK[1:],
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # Hydra fails a sweep with a failed job
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
+    spans, trained = [], {}
     for job, method in (("0", "checkpointed"), ("1", "backsolve")):
-        job_dir = tmp_path / "sweep" / job
+        job_dir = sweep / job
         assert f"gradient={method}" in (job_dir / ".hydra" / "overrides.yaml").read_text()
         results = json.loads((job_dir / "results.json").read_text())
         assert results["steps"] == 2 and np.isfinite(results["final_loss"])
+        lines = (job_dir / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        trained[method] = (results, records[-1]["nfe"])
+        # Hydra writes .hydra/ as a job starts, fit writes results.json as it ends.
+        spans.append(
+            ((job_dir / ".hydra").stat().st_mtime, (job_dir / "results.json").stat().st_mtime)
+        )
+    (start0, end0), (start1, end1) = spans
+    assert start1 < end0 and start0 < end1, "the two jobs did not run at the same time"
+    for job in ("2", "3"):
+        error = (sweep / job / "error.txt").read_text()
+        assert error.startswith("ConfigError: train.steps=0 is invalid: must be > 0\n")
+        assert "Traceback" in error and not (sweep / job / "results.json").exists()
+
+    with (sweep / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [
+        "job", "method", "train.steps", "status", "final_loss", "eval_mse", "nfe",
+        "wall_time_s", "error",
+    ]  # fmt: skip
+    assert [(r["job"], r["method"], r["train.steps"], r["status"]) for r in rows] == [
+        ("0", "checkpointed", "2", "ok"),
+        ("1", "backsolve", "2", "ok"),
+        ("2", "checkpointed", "0", "failed"),
+        ("3", "backsolve", "0", "failed"),
+    ]
+    for row in rows[:2]:
+        results, nfe = trained[row["method"]]
+        assert float(row["final_loss"]) == results["final_loss"]
+        assert float(row["eval_mse"]) == results["evaluation"]["mse"]
+        assert float(row["wall_time_s"]) == results["wall_time"]
+        assert float(row["nfe"]) == nfe
+    # One forward solve, differentiated two ways: the same forward NFE, a whole number.
+    assert rows[0]["nfe"] == rows[1]["nfe"] and float(rows[0]["nfe"]) >= 10
+    assert float(rows[0]["nfe"]).is_integer()
+    assert {r["error"] for r in rows[2:]} == {"ConfigError: train.steps=0 is invalid: must be > 0"}
+    markdown = (sweep / "summary.md").read_text()
+    assert markdown.splitlines()[2].startswith("| 0 | checkpointed | 2 | ok | ")
+
+    # The same table by hand, from the sweep directory.
+    (sweep / "summary.md").unlink()
+    summary.main([str(sweep)])
+    assert capsys.readouterr().out == markdown == (sweep / "summary.md").read_text()
 
 
 # Tiny data, and an adaptive solve tight enough that the continuous adjoint (backsolve) and
