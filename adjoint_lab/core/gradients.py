@@ -345,6 +345,11 @@ class ReversibleAdjoint(AbstractGradientMethod):
 
     **Arguments:**
 
+    - `checkpoint_stages`: rematerialise each stage evaluation inside the per-step VJP,
+        so that the backward pass holds the stage inputs of one step plus the activations
+        of one evaluation, not the activations of every stage (for vector fields whose
+        activations are much larger than the state, e.g. convolutional ones), for one more
+        evaluation per stage on the backward pass.
     - `max_steps`: the step budget of the solve.
 
     ??? cite "References"
@@ -354,14 +359,21 @@ class ReversibleAdjoint(AbstractGradientMethod):
         SDEs", NeurIPS 2021.
     """
 
+    checkpoint_stages: bool = eqx.field(default=False, static=True)
     max_steps: int = eqx.field(default=4096, static=True)
 
     def __check_init__(self):
+        if not isinstance(self.checkpoint_stages, bool):
+            raise ValueError(
+                f"`ReversibleAdjoint(checkpoint_stages={self.checkpoint_stages!r})`: "
+                "`checkpoint_stages` must be True or False (config: "
+                "`gradient.checkpoint_stages`)."
+            )
         _check_max_steps("ReversibleAdjoint", self.max_steps)
 
     def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
         del controller
-        return ReversibleDiffraxAdjoint()
+        return ReversibleDiffraxAdjoint(checkpoint_stages=self.checkpoint_stages)
 
 
 class InterpolatingAdjoint(AbstractGradientMethod):
