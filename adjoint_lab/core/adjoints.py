@@ -234,7 +234,6 @@ class ReversibleDiffraxAdjoint(_CustomLoopAdjoint):
     then one local VJP per step."""
 
     name: ClassVar[str] = "ReversibleAdjoint"
-    checkpoint_stages: bool = eqx.field(static=True, default=False)
 
     def _check(self, solver, stepsize_controller):
         if not isinstance(solver, AbstractReversibleSolver):
@@ -315,10 +314,6 @@ class ReversibleDiffraxAdjoint(_CustomLoopAdjoint):
         g0, gts, g1 = grads
         diff_p, static_p = eqx.partition((args, terms), eqx.is_inexact_array)
         velocity_p = _velocity_p(static_p)
-        if self.checkpoint_stages:
-            # The VJP of a step then keeps each stage's input only, and recomputes the
-            # stage's activations when its own cotangent arrives.
-            velocity_p = jax.checkpoint(velocity_p)
 
         if isinstance(stepsize_controller, diffrax.ConstantStepSize):
             time = _constant_grid(t0, t1, dt0)

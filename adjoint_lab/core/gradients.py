@@ -345,11 +345,6 @@ class ReversibleAdjoint(AbstractGradientMethod):
 
     **Arguments:**
 
-    - `checkpoint_stages`: rematerialise each stage evaluation inside the per-step VJP,
-        so that the backward pass holds the stage inputs of one step plus the activations
-        of one evaluation, not the activations of every stage (for vector fields whose
-        activations are much larger than the state, e.g. convolutional ones), for one more
-        evaluation per stage on the backward pass.
     - `max_steps`: the step budget of the solve.
 
     ??? cite "References"
@@ -359,21 +354,14 @@ class ReversibleAdjoint(AbstractGradientMethod):
         SDEs", NeurIPS 2021.
     """
 
-    checkpoint_stages: bool = eqx.field(default=False, static=True)
     max_steps: int = eqx.field(default=4096, static=True)
 
     def __check_init__(self):
-        if not isinstance(self.checkpoint_stages, bool):
-            raise ValueError(
-                f"`ReversibleAdjoint(checkpoint_stages={self.checkpoint_stages!r})`: "
-                "`checkpoint_stages` must be True or False (config: "
-                "`gradient.checkpoint_stages`)."
-            )
         _check_max_steps("ReversibleAdjoint", self.max_steps)
 
     def to_diffrax(self, controller: diffrax.AbstractStepSizeController) -> diffrax.AbstractAdjoint:
         del controller
-        return ReversibleDiffraxAdjoint(checkpoint_stages=self.checkpoint_stages)
+        return ReversibleDiffraxAdjoint()
 
 
 class InterpolatingAdjoint(AbstractGradientMethod):
@@ -449,12 +437,15 @@ class QuadratureAdjoint(AbstractGradientMethod):
     The backward pass solves only the adjoint state lam (|y| channels) from t1 to t0, with
     y(t) from the forward solve's dense interpolant, and stores lam's dense interpolant too;
     the parameter gradient, the integral of lam^T df/dtheta over [t0, t1], is then computed
-    by `nodes`-point Gauss-Legendre quadrature over every step of the forward solve. Memory
-    grows with `max_steps` (both interpolants). SciMLSensitivity's `QuadratureAdjoint`.
+    by `nodes`-point Gauss-Legendre quadrature over every piece between consecutive step
+    ends of the forward and the backward solve (on each piece both interpolants are single
+    polynomials, so the rule keeps its order; on stiff problems a rule across step ends
+    cost two orders of magnitude of accuracy). Memory grows with `max_steps` (both
+    interpolants). SciMLSensitivity's `QuadratureAdjoint`.
 
     **Arguments:**
 
-    - `nodes`: Gauss-Legendre points per forward step (default 3).
+    - `nodes`: Gauss-Legendre points per piece (default 3).
     - `rtol`, `atol`: tolerances of the backward solve (adaptive solves only).
     - `max_steps`: the step budget of the forward and of the backward solve.
     """
@@ -479,12 +470,13 @@ class GaussAdjoint(AbstractGradientMethod):
     and, for implicit solvers, the Newton systems are |y|-sized) from t1 to t0, with y(t)
     from the forward solve's dense interpolant; after every accepted backward step it adds
     the `nodes`-point Gauss-Legendre quadrature of lam^T df/dtheta over that step, on the
-    step's own interpolant of lam. Memory grows with `max_steps` (the forward interpolant)
-    but not with the backward steps. SciMLSensitivity's `GaussAdjoint`.
+    step's own interpolant of lam, split at the forward solve's step ends inside it (where
+    y's interpolant changes polynomial). Memory grows with `max_steps` (the forward
+    interpolant) but not with the backward steps. SciMLSensitivity's `GaussAdjoint`.
 
     **Arguments:**
 
-    - `nodes`: Gauss-Legendre points per backward step (default 3).
+    - `nodes`: Gauss-Legendre points per piece of a backward step (default 3).
     - `rtol`, `atol`: tolerances of the backward solve (adaptive solves only).
     - `max_steps`: the step budget of the forward and of the backward solve.
     """
