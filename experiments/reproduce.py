@@ -73,7 +73,7 @@ CONDITIONS: dict[str, str] = {
     "parabolic_speed": "CPU timings (the paper's are on a GPU), ratios in one run",
     "parabolic_table1": "CPU sizes (grids, training steps); five training runs as in the paper",
     "parabolic_figure3": "CPU-sized training; the 100-d panel with 4 tasks and smaller networks",
-    "ode_adjoints": "CPU timings, ratios in one run; compile-time memory plans; no C-NODE field",
+    "ode_adjoints": "CPU timings, ratios in one run; compile-time memory plans; C-NODE on 2 images",
 }
 
 

@@ -284,15 +284,16 @@ class Reversible(AbstractReversibleSolver):
 
             return f
 
+        # s1 = s0 - b(y1), so b_bar = -s1_bar is known before a is formed: pulling it back
+        # first lets the residuals of one base step die before those of the other exist.
         b, vjp_b = jax.vjp(psi(t1, -h), y1, params)
-        s0 = _add(s1, b)
-        a, vjp_a = jax.vjp(psi(t0, h), s0, params)
-        y0 = _combine((1 / lam, y1), (-(1 - lam) / lam, s0), (-1 / lam, a))
-
-        # s1 = s0 - b(y1):   b_bar = -s1_bar
         y1_from_b, p_from_b = vjp_b(jtu.tree_map(jnp.negative, s1_bar))
+        del vjp_b
+        s0 = _add(s1, b)
         y1_total = _add(y1_bar, y1_from_b)
         # y1 = lam y0 + (1 - lam) s0 + a(s0)
+        a, vjp_a = jax.vjp(psi(t0, h), s0, params)
+        y0 = _combine((1 / lam, y1), (-(1 - lam) / lam, s0), (-1 / lam, a))
         s0_from_a, p_from_a = vjp_a(y1_total)
         y0_bar = _combine((lam, y1_total))
         s0_bar = _combine((1, s1_bar), (1 - lam, y1_total), (1, s0_from_a))

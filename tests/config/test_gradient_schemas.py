@@ -134,6 +134,7 @@ def test_a_method_lacking_an_option_the_experiment_sets_names_the_method():
             "ReversibleHeun",
         ),
         (("gradient=interpolating", "gradient.max_steps=128"), "InterpolatingAdjoint", "Tsit5"),
+        (("gradient=interpolating", "gradient.checkpoints=4"), "InterpolatingAdjoint", "Tsit5"),
         (("gradient=quadrature", "gradient.nodes=5"), "QuadratureAdjoint", "Tsit5"),
         (("gradient=gauss", "gradient.nodes=2"), "GaussAdjoint", "Tsit5"),
     ],
