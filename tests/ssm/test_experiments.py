@@ -117,9 +117,10 @@ def test_layouts_quick_per_device_memory_is_below_one_device(tmp_path):
     mb = {(r["method"], r["layout"]): r["per-device MB"] for r in rows}
     ratio = {(r["method"], r["layout"]): r["÷ one device"] for r in rows}
     assert ratio[("adjoint", "one device, chunkwise")] == 1.0
-    # Splitting time over 4 devices divides the stored states and streams.
-    assert ratio[("adjoint", "sequence")] < 0.5 and ratio[("backprop", "sequence")] < 0.5
+    # Splitting time over 4 devices divides the stored states and streams (the sequence
+    # layout's adjoint stores them as the stored-stream schedule does).
     stored = mb[("adjoint", "one device, stored streams")]
+    assert mb[("adjoint", "sequence")] < 0.5 * stored and ratio[("backprop", "sequence")] < 0.5
     assert mb[("adjoint", "layer")] < stored
     assert mb[("adjoint", "layer_sequence")] < mb[("adjoint", "layer")]
     # Every target, one by one, recomputed from the table.
