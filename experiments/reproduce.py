@@ -60,7 +60,7 @@ CONDITIONS: dict[str, str] = {
     "ssm_time": "CPU timings, ratios in one run",
     "ssm_vjp_counts": "exact counts (no hardware dependence)",
     "ssm_context": "a 2-core, 24 GB CPU instead of the paper's GPUs",
-    "ssm_layouts": "4 simulated CPU devices, compile-time plans",
+    "ssm_layouts": "8 simulated CPU devices (1-D layouts on 4, 2-D on 2 × 4), compile-time plans",
     "ssm_training": "CPU-sized model and steps; the paper trains none of its estimators",
     "cnode_accuracy": "no MNIST/SVHN/CIFAR-10 files and no GPU: sklearn digits, few epochs",
     "cnode_k_ablation": "sklearn digits instead of the paper's datasets, few epochs",

@@ -18,6 +18,7 @@ from .schema import GradientConfig as GradientConfig
 from .schema import MeshConfig as MeshConfig
 from .schema import OptimConfig as OptimConfig
 from .schema import RematConfig as RematConfig
+from .schema import ScanBackpropConfig as ScanBackpropConfig
 from .schema import SolverConfig as SolverConfig
 from .schema import SSMCheckpointedConfig as SSMCheckpointedConfig
 from .schema import TrainConfig as TrainConfig

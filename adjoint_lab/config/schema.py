@@ -37,7 +37,18 @@ ODE_GRADIENTS = (
 )
 # Gradient methods of the SSM language model (`adjoint_lab.ssm.METHODS`); `checkpointed` is
 # shared: binomial checkpoints for an ODE solve, chunk boundary states for an SSM.
-SSM_GRADIENTS = ("backprop", "remat", "adjoint_paper", "adjoint", "truncated", "checkpointed")
+SSM_GRADIENTS = (
+    "backprop",
+    "remat",
+    "adjoint_paper",
+    "adjoint",
+    "truncated",
+    "checkpointed",
+    "scan_backprop",
+)
+# The schedules of the SSM's single-device exact adjoint (`adjoint_lab.ssm.Chunkwise`,
+# `StoredStreams`).
+ADJOINT_SCHEDULES = ("chunkwise", "stored_streams")
 GRADIENTS = tuple(dict.fromkeys(ODE_GRADIENTS + SSM_GRADIENTS))
 # adjoint_paper/truncated: the O(T) aggregated sum, or the paper's O(T^2) double sum.
 FORMS = ("aggregated", "literal")
@@ -285,6 +296,15 @@ class BackpropConfig(GradientConfig):
 
 
 @dataclass(frozen=True)
+class ScanBackpropConfig(GradientConfig):
+    """`jax.grad` through the model with the recurrences by `lax.scan` (a smaller tape than
+    the associative scan's)."""
+
+    name: str = "scan_backprop"
+    loss_chunk: int | None = None
+
+
+@dataclass(frozen=True)
 class RematConfig(GradientConfig):
     """`jax.grad` with per-layer and time-chunk rematerialisation; `chunk` tokens per chunk
     (null: the power of two nearest sqrt(T))."""
@@ -314,10 +334,24 @@ class AdjointPaperConfig(GradientConfig):
 
 @dataclass(frozen=True)
 class AdjointConfig(GradientConfig):
-    """The exact adjoint: the residual cotangent handed from layer to layer."""
+    """The exact adjoint: the residual cotangent handed from layer to layer. `schedule` on
+    one device: `chunkwise` (time chunks of `chunk` tokens, null: 64; only the states
+    stored) or `stored_streams` (the whole context at a time; takes no `chunk`)."""
 
     name: str = "adjoint"
     loss_chunk: int | None = None
+    schedule: str = "chunkwise"
+    chunk: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        require_one_of("schedule", self.schedule, ADJOINT_SCHEDULES)
+        require(
+            self.schedule == "chunkwise" or self.chunk is None,
+            "chunk",
+            self.chunk,
+            "applies only to schedule=chunkwise; leave it null for stored_streams",
+        )
 
 
 @dataclass(frozen=True)
@@ -374,6 +408,7 @@ SSM_GRADIENT_SCHEMAS: dict[str, type[GradientConfig]] = {
     "adjoint": AdjointConfig,
     "truncated": TruncatedConfig,
     "checkpointed": SSMCheckpointedConfig,
+    "scan_backprop": ScanBackpropConfig,
 }
 # The schema each `gradient` group option composes to (`gradient/<name>_schema`).
 GRADIENT_OPTIONS: dict[str, type[GradientConfig]] = {

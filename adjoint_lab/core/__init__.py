@@ -42,6 +42,7 @@ from .recurrence import chunked_linear_recurrence as chunked_linear_recurrence
 from .recurrence import chunked_scan as chunked_scan
 from .recurrence import linear_recurrence as linear_recurrence
 from .recurrence import linear_recurrence_vjp as linear_recurrence_vjp
+from .recurrence import sequential_recurrence as sequential_recurrence
 from .recurrence import windowed_adjoint_states as windowed_adjoint_states
 
 # Algebraically reversible solvers (reversible.py), for ReversibleAdjoint.

@@ -19,11 +19,13 @@ maps `g ↦ m ⊙ g + c` (Blelloch 1990; Martin and Cundy 2018), so both have de
 
 Every function takes the kind of transition as an object, `transition=Diagonal()` (the
 default) or `transition=Dense()`: one generic implementation over the algebra of the
-transition. Three forms of the forward recurrence:
+transition. Four forms of the forward recurrence:
 
 - `associative_recurrence` (and `affine_scan`, which also returns the transports): the plain
   associative scan, differentiated by autodiff through `lax.associative_scan` (the
   baseline a JAX model would write);
+- `sequential_recurrence`: one step at a time by `lax.scan`, differentiated by autodiff
+  through the scan (depth O(T), but a tape of one transition and one state per step);
 - `linear_recurrence`: the same states, whose gradient is a custom VJP that runs the adjoint
   recurrence above;
 - `chunked_linear_recurrence`: chunks of steps, whose gradient stores only the states at
@@ -75,6 +77,7 @@ __all__ = [
     "chunked_scan",
     "linear_recurrence",
     "linear_recurrence_vjp",
+    "sequential_recurrence",
     "windowed_adjoint_states",
 ]
 
@@ -610,6 +613,43 @@ def associative_recurrence(
     _check_transition(fn, transition)
     a, b, h0 = transition.prepare(fn, ("a", "b", "h0"), a, b, h0)
     return _forward_scan(transition, a, b, h0)
+
+
+def sequential_recurrence(
+    a: Inexact[ArrayLike, " T *state"],
+    b: Inexact[ArrayLike, " T *state"],
+    h0: Inexact[ArrayLike, " *state"] | None = None,
+    *,
+    transition: AbstractTransition = _DIAGONAL,
+) -> Inexact[Array, " T *state"]:
+    """All states of `h_t = a_t h_{t-1} + b_t`, `t = 1..T`, one step at a time by `lax.scan`,
+    differentiated by plain autodiff through the scan.
+
+    The other autodiff baseline beside `associative_recurrence`: depth O(T) instead of
+    O(log T), but autodiff through a scan keeps only each step's residuals (`a_t` and
+    `h_{t-1}`), where autodiff through `lax.associative_scan` keeps the intermediates of
+    every level (XLA's CPU plan at T=4096, 64 float32 channels, a loss nonlinear in `h`:
+    3.1 MB of temporaries against 8.4 MB).
+
+    **Arguments:**
+
+    - `a`, `b`, `h0`: as for `linear_recurrence`.
+    - `transition`: `Diagonal()` (default) or `Dense()`.
+
+    **Returns:**
+
+    The states `h_1..h_T`, of the shape of `b`.
+    """
+    fn = "sequential_recurrence"
+    _check_transition(fn, transition)
+    a, b, h0 = transition.prepare(fn, ("a", "b", "h0"), a, b, h0)
+
+    def step(h: Array, xs: tuple[Array, Array]) -> tuple[Array, Array]:
+        a_t, b_t = xs
+        h = transition.apply(a_t, h) + b_t
+        return h, h
+
+    return lax.scan(step, jnp.zeros_like(b[0]) if h0 is None else h0, (a, b))[1]
 
 
 def linear_recurrence(

@@ -6,6 +6,7 @@ from adjoint_lab import ssm
 model = ssm.SSMLM(ssm.SSMConfig(vocab_size=256, width=64, state_size=8, num_layers=3),
                   rngs=nnx.Rngs(0))
 loss, grads = ssm.value_and_grad(model, tokens, ssm.Adjoint())  # tokens: int [batch, T+1]
+loss, grads = ssm.value_and_grad(model, tokens, ssm.Adjoint(schedule=ssm.StoredStreams()))
 loss, grads = ssm.value_and_grad(model, tokens, "truncated", window=8)  # by name
 ```
 """
@@ -28,6 +29,7 @@ from .config import preset as preset
 from .evaluate import evaluation_function as evaluation_function
 from .layouts import AbstractLayout as AbstractLayout
 from .layouts import LayerLayout as LayerLayout
+from .layouts import LayerSequenceLayout as LayerSequenceLayout
 from .layouts import SequenceLayout as SequenceLayout
 from .layouts import layer_shardings as layer_shardings
 from .methods import AbstractSSMGradient as AbstractSSMGradient
@@ -36,9 +38,13 @@ from .methods import AdjointPaper as AdjointPaper
 from .methods import Backprop as Backprop
 from .methods import Checkpointed as Checkpointed
 from .methods import Remat as Remat
+from .methods import ScanBackprop as ScanBackprop
 from .methods import Truncated as Truncated
 from .methods import gradient_method as gradient_method
 from .model import SSMLM as SSMLM
 from .model import rms_norm as rms_norm
+from .schedule import AbstractAdjointSchedule as AbstractAdjointSchedule
+from .schedule import Chunkwise as Chunkwise
+from .schedule import StoredStreams as StoredStreams
 from .tokens import default_chunk as default_chunk
 from .tokens import prepare_tokens as prepare_tokens

@@ -70,6 +70,7 @@ __all__ = [
     "Stored",
     "embedding_gradient",
     "exact_chunk_backward",
+    "exact_chunk_backward_from_input",
     "exact_layer_backward",
     "exact_layers_backward",
     "exact_value_and_grad",
@@ -83,6 +84,7 @@ __all__ = [
 _A_KEYS = ("a_kernel", "a_bias")
 _B_KEYS = ("b_kernel", "b_bias")
 _C_KEYS = ("c_kernel", "c_bias", "out_kernel")
+_MAP_KEYS = _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")
 
 
 class Stored(NamedTuple):
@@ -255,18 +257,52 @@ def exact_chunk_backward(
     `after = a ⊙ μ` handed back by the chunk after it (zero for the last), the chunk's
     contribution to the layer's gradients, its input stream `r - z`, the input's cotangent,
     and the carry `a_1 ⊙ μ_1` for the chunk before it."""
-    maps_w = {k: w[k] for k in _A_KEYS + _B_KEYS + ("c_kernel", "c_bias")}
+    r_prev = r - emit(w, c, h)  # the residual layer inverted: its input, not stored
+    x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
+    _, maps_vjp = jax.vjp(_maps, _subset(w, _MAP_KEYS), x)
+    dw, G_prev, mu_start = _chunk_vjps(w, a, c, h, h_before, G, after, norm_vjp, maps_vjp)
+    return dw, r_prev, G_prev, mu_start
+
+
+def exact_chunk_backward_from_input(
+    w: LayerWeights,
+    h: Float[Array, "C B N"],
+    h_before: Float[Array, "B N"],
+    r_in: Float[Array, "C B P"],
+    G: Float[Array, "C B P"],
+    after: Float[Array, "B N"],
+    *,
+    eps: float,
+) -> tuple[LayerWeights, Float[Array, "C B P"], Float[Array, "B N"]]:
+    """`exact_chunk_backward` from the chunk's input stream `r_in` and states `h` alone: the
+    transitions and selections come out of the maps' own VJP (their primal outputs), so
+    nothing but `h` need be stored. For schedules that recompute a chunk's streams.
+
+    **Returns:** `(∂L/∂w over the chunk, the input's cotangent, a_1 ⊙ μ_1)`.
+    """
+    x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_in, w["norm"])
+    (a, _, c), maps_vjp = jax.vjp(_maps, _subset(w, _MAP_KEYS), x)
+    return _chunk_vjps(w, a, c, h, h_before, G, after, norm_vjp, maps_vjp)
+
+
+def _chunk_vjps(
+    w: LayerWeights,
+    a: Array,
+    c: Array,
+    h: Array,
+    h_before: Array,
+    G: Array,
+    after: Array,
+    norm_vjp: Callable,
+    maps_vjp: Callable,
+) -> tuple[LayerWeights, Array, Array]:
     dz = G @ w["out_kernel"].T  # ∂L/∂(c ⊙ h)
     # μ_t = a_{t+1} μ_{t+1} + c_t ⊙ dz_t; the chunk's last μ also gets a ⊙ μ from after it.
     d_a, mu, mu_start = linear_recurrence_vjp(a, h, dz * c, h_before, carry=after)
-    cotangents = (d_a, mu, dz * h)
-    r_prev = r - emit(w, c, h)  # the residual layer inverted: its input, not stored
-    x, norm_vjp = jax.vjp(lambda r, s: rms_norm(r, s, eps), r_prev, w["norm"])
-    _, maps_vjp = jax.vjp(_maps, maps_w, x)
-    dw_maps, dx = maps_vjp(cotangents)
+    dw_maps, dx = maps_vjp((d_a, mu, dz * h))
     dr, d_norm = norm_vjp(dx)
     d_out = jnp.einsum("...n,...p->np", c * h, G)
-    return {**dw_maps, "norm": d_norm, "out_kernel": d_out}, r_prev, G + dr, mu_start
+    return {**dw_maps, "norm": d_norm, "out_kernel": d_out}, G + dr, mu_start
 
 
 def exact_layers_backward(

@@ -27,7 +27,7 @@ __all__ = [
     "value_and_grad",
 ]
 
-LAYOUTS = ("layer", "sequence")
+LAYOUTS = ("layer", "sequence", "layer_sequence")
 
 
 def GradientOptions(  # noqa: N802 (the former options class; now builds the method object)
@@ -66,7 +66,8 @@ def gradient_function(
     - `method`: an `AbstractSSMGradient` (`ssm.Adjoint()`, ...) or a method's name.
     - `context`: `T`, the number of next-token predictions.
     - `mesh`, `layout`: run on the devices of `mesh` in `layout` (`ssm.LayerLayout()`,
-        `ssm.SequenceLayout()` or their names `"layer"`, `"sequence"`); `None` for one device.
+        `ssm.SequenceLayout()`, `ssm.LayerSequenceLayout()` or their names `"layer"`,
+        `"sequence"`, `"layer_sequence"`); `None` for one device.
 
     **Returns:**
 
@@ -107,24 +108,28 @@ def value_and_grad(
     - `model`: an `SSMLM`.
     - `tokens`: int ids `[batch, T+1]`; the model predicts `tokens[:, 1:]` from
         `tokens[:, :-1]`.
-    - `method`: a method object (`ssm.Backprop()`, `ssm.Remat(chunk=None)`,
-        `ssm.AdjointPaper(form=...)`, `ssm.Adjoint()`, `ssm.Truncated(window)`,
+    - `method`: a method object (`ssm.Backprop()`, `ssm.ScanBackprop()`,
+        `ssm.Remat(chunk=None)`, `ssm.AdjointPaper(form=...)`,
+        `ssm.Adjoint(schedule=ssm.Chunkwise())`, `ssm.Truncated(window)`,
         `ssm.Checkpointed(chunk=None)`), or its name with the options below as keywords:
-        `"backprop"` (jax.grad through the model), `"remat"` (the same with
+        `"backprop"` (jax.grad through the model), `"scan_backprop"` (the same with the
+        recurrences by `lax.scan`), `"remat"` (the same with
         per-layer and time-chunk rematerialisation), `"adjoint_paper"` (the paper's
         estimator: exact for one layer, highway-only for more), `"adjoint"` (exact adjoint
         sharding), `"truncated"` (the paper's truncated adjoint, needs `window`),
         `"checkpointed"` (exact, chunk boundary states only).
     - `window`: for `"truncated"`, the number of tokens each adjoint state sees.
     - `chunk`: for `"remat"` and `"checkpointed"`, tokens per chunk (default: the power of
-        two nearest `sqrt(T)`). `T` need not be a multiple: the end is padded and masked.
+        two nearest `sqrt(T)`); for `"adjoint"`, the time chunk of its chunkwise schedule
+        (default 64). `T` need not be a multiple: the end is padded and masked.
     - `form`: `"aggregated"` (the O(T) adjoint-state form) or `"literal"` (the paper's O(T²)
         double sum), for `"adjoint_paper"` and `"truncated"`.
     - `loss_chunk`: tokens per chunk of the head and loss (default 256).
     - `mesh`, `layout`: run on the devices of `mesh`: `"layer"` (`ssm.LayerLayout()`)
         partitions the layers over
         its `"layer"` axis; `"sequence"` splits time over its `"sequence"` axis (and the
-        batch over `"data"`, if present).
+        batch over `"data"`, if present); `"layer_sequence"` (`adjoint` only) does both on
+        a mesh with both axes.
     - `target_weights`: optional weights `[batch, T]` of the next-token losses (e.g. 1 on the
         answer tokens of a synthetic task, 0 elsewhere); the loss is their weighted mean.
 

@@ -1,5 +1,6 @@
-"""The autodiff baselines: `backprop` (jax.grad through the model) and `remat` (the same with
-per-layer and time-chunk rematerialisation).
+"""The autodiff baselines: `backprop` (jax.grad through the model, its recurrences by
+`lax.associative_scan`), `scan_backprop` (the same with the recurrences by `lax.scan`) and
+`remat` (per-layer and time-chunk rematerialisation).
 
 `remat` is the strongest plain-autodiff baseline: the sequence is cut into chunks of `chunk`
 tokens; a `lax.scan` over chunks carries every layer's recurrent state, and the chunk body
@@ -16,9 +17,9 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from ..core import chunked_scan
+from ..core import associative_recurrence, chunked_scan
 from .loss import _chunk_loss, chunked_loss
-from .model import LayerWeights, Weights, embed, final_stream, layer_forward
+from .model import LayerWeights, Recurrence, Weights, embed, final_stream, layer_forward
 
 __all__ = ["backprop_loss", "remat_loss"]
 
@@ -32,9 +33,12 @@ def backprop_loss(
     *,
     eps: float,
     loss_chunk: int,
+    recurrence: Recurrence = associative_recurrence,
 ) -> Float[Array, ""]:
-    """The mean next-token loss, written for `jax.value_and_grad`."""
-    r = final_stream(weights, inputs, eps)
+    """The mean next-token loss, written for `jax.value_and_grad`; each layer runs its
+    recurrence by `recurrence` (`core.associative_recurrence` or
+    `core.sequential_recurrence`)."""
+    r = final_stream(weights, inputs, eps, recurrence)
     return scale * chunked_loss(
         weights["final_norm"], weights["head"], r, targets, mask, eps, loss_chunk
     )

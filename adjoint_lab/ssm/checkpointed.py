@@ -1,11 +1,20 @@
 """The `checkpointed` method: exact adjoint gradients with memory sublinear in `T`.
 
 The forward pass keeps only every layer's recurrent state at the chunk boundaries (`T/C`
-times `K × N` numbers) plus the tokens. The backward pass walks the chunks in reverse order:
-it recomputes one chunk's states from its boundary state, takes that chunk's loss cotangent,
-and runs the exact layer-to-layer adjoint of `adjoint.py` inside the chunk, with the adjoint
-`a_{s+1} ⊙ μ_{s+1}` of every layer carried back across the boundary. Memory: O(T/C + C)
-states per layer (C ≈ √T minimises it), for one extra forward pass.
+times `K × N` numbers) plus the tokens. The backward pass walks the chunks in reverse order,
+on the schedule of `remat` with the exact adjoint in place of autodiff: it runs the chunk
+through all layers keeping only each layer's input stream (`K × C × P`; or, where the state
+is narrow, `2N < P`, each layer's selection and states `K × C × 2N`, from which the inputs
+are recovered on the way down by inverting the residual layers), takes the chunk's loss
+cotangent, then goes down the layers, recomputing one layer's states from its input and
+boundary state and running the exact chunk adjoint (`adjoint.exact_chunk_backward_from_input`),
+with every layer's `a_{s+1} ⊙ μ_{s+1}` carried back across the chunk boundary. The gradients
+are accumulated in place into one buffer. Memory: O(T/C) boundary states, the chunk's kept
+streams and one layer's chunk (C ≈ √T minimises it), for one extra forward pass.
+
+(Before, a chunk's backward pass stored the `(a, c, h)` of all `K` layers at once, `3KN`
+numbers per token against `remat`'s `KP` layer inputs, and built a second gradient-sized
+buffer per chunk: 1.08–1.23× `remat`'s memory where `N > P`.)
 """
 
 from __future__ import annotations
@@ -16,9 +25,9 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from ..core import boundary_states, chunked_scan
-from .adjoint import embedding_gradient, exact_layers_backward, forward_store
+from .adjoint import exact_chunk_backward_from_input
 from .loss import chunked_loss_and_cotangent
-from .model import LayerWeights, Weights, embed, layer_forward
+from .model import LayerWeights, Weights, embed, emit, layer_forward
 
 __all__ = ["checkpointed_value_and_grad"]
 
@@ -54,33 +63,59 @@ def checkpointed_value_and_grad(
     """The loss and its exact gradient, chunk by chunk in reverse order; each chunk's loss
     runs over `loss_chunk` tokens at a time (a divisor of `chunk`; default the chunk)."""
     loss_chunk = chunk if loss_chunk is None else loss_chunk
+    layers = weights["layers"]
+    K = layers["a_bias"].shape[0]
     boundaries = _boundary_states(weights, inputs, eps, chunk)
-    zero_grads = jax.tree.map(jnp.zeros_like, weights)
+
+    P = weights["embed"].shape[-1]
+    N = layers["a_bias"].shape[-1]
+    # What a chunk keeps per layer and token for the way down: the layer's input stream (P
+    # numbers), or, where that is more, its selection and states (2N), from which the input
+    # is recovered by inverting the residual layer, r_{k-1} = r_k - W_out (c ⊙ h).
+    invert = 2 * N < P
+
+    def forward(r: Array, xs: tuple[LayerWeights, Array]):
+        w, h0 = xs
+        r_next, states = layer_forward(w, r, h0, eps)
+        return r_next, (states.c, states.h) if invert else r
+
+    def layer_back(carry, xs):
+        r, G, d_layers = carry
+        k, w, kept, h0, after = xs
+        if invert:
+            c, h = kept
+            r = r - emit(w, c, h)  # this layer's input
+        else:
+            r = kept
+            h = layer_forward(w, r, h0, eps)[1].h  # this layer's states, recomputed
+        dw, G, after = exact_chunk_backward_from_input(w, h, h0, r, G, after, eps=eps)
+        # In place on the carry: no second gradient-sized buffer.
+        d_layers = jax.tree.map(lambda d, x: d.at[k].add(x), d_layers, dw)
+        return (r, G, d_layers), after
 
     def chunk_backward(carry, xs):
-        loss, grads, mu_carry = carry
+        loss, grads, after = carry
         (tokens, tgt, m), h_start = xs
-        stored = forward_store(weights, tokens, eps, h0=h_start)
+        r_out, kept = lax.scan(forward, embed(weights["embed"], tokens), (layers, h_start))
         value, g, d_final_norm, d_head = chunked_loss_and_cotangent(
-            weights["final_norm"], weights["head"], stored.r_out, tgt, m, eps, loss_chunk, scale
+            weights["final_norm"], weights["head"], r_out, tgt, m, eps, loss_chunk, scale
         )
-        d_layers, G0, mu_start = exact_layers_backward(
-            weights["layers"], stored, g, eps=eps, chunk=chunk, h0=h_start, mu_end=mu_carry
-        )
-        chunk_grads = {
-            "embed": embedding_gradient(weights, tokens, G0),
+        xs = (jnp.arange(K), layers, kept, h_start, after)
+        init = (r_out, g, grads["layers"])
+        (_, G0, d_layers), after = lax.scan(layer_back, init, xs, reverse=True)
+        grads = {
+            "embed": grads["embed"].at[tokens.reshape(-1)].add(G0.reshape(-1, G0.shape[-1])),
             "layers": d_layers,
-            "final_norm": d_final_norm,
-            "head": d_head,
+            "final_norm": grads["final_norm"] + d_final_norm,
+            "head": grads["head"] + d_head,
         }
-        grads = jax.tree.map(jnp.add, grads, chunk_grads)
-        return (loss + value, grads, mu_start), None
+        return (loss + value, grads, after), None
 
-    mu0 = jnp.zeros_like(boundaries[0])
+    after0 = jnp.zeros_like(boundaries[0])
     loss0 = jnp.zeros((), jnp.promote_types(mask.dtype, jnp.float32))
     (loss, grads, _), _ = chunked_scan(
         chunk_backward,
-        (loss0, zero_grads, mu0),
+        (loss0, jax.tree.map(jnp.zeros_like, weights), after0),
         (inputs, targets, mask),
         chunk=chunk,
         reverse=True,

@@ -36,7 +36,15 @@ between devices is exactly what the paper's schedule moves):
   are `psum`s over the sequence and data axes. `backprop` differentiates the same
   forward pass (with its collectives) by `jax.grad`.
 
-Both return the same loss and gradients as the single-device `gradient_function` (up to
+- `"layer_sequence"` — both at once on a 2-D mesh (`"layer"` × `"sequence"`), for the exact
+  `adjoint`: the layer layout's wavefront over time chunks, with each part of time on its own
+  devices. The wavefront runs on through the parts in order (a layer's state at the end of
+  part `q - 1` is sent along `"sequence"` the tick before part `q` starts; backwards, the
+  carry `a ⊙ μ` goes the other way), so a device stores its layers' states for its part of
+  time only: memory divided over all `S · Q` devices, compute pipelined over the `S`
+  stages (the parts of time run one after the other, as time chunks do in `"layer"`).
+
+All return the same loss and gradients as the single-device `gradient_function` (up to
 rounding: the sums are associated differently).
 """
 
@@ -88,9 +96,11 @@ __all__ = [
     "SEQUENCE_AXIS",
     "AbstractLayout",
     "LayerLayout",
+    "LayerSequenceLayout",
     "SequenceLayout",
     "layer_exact_function",
     "layer_highway_function",
+    "layer_sequence_exact_function",
     "layer_shardings",
     "layout_of",
     "sequence_backprop_function",
@@ -139,6 +149,16 @@ class AbstractLayout(eqx.Module):
         raise NotImplementedError
 
 
+def _check_layers(layout: str, config: SSMConfig, mesh: Mesh) -> Mesh:
+    stages = mesh.shape[LAYER_AXIS]
+    if config.num_layers % stages:
+        raise ValueError(
+            f"layout={layout!r} splits the {config.num_layers} layers over the mesh's "
+            f"{LAYER_AXIS!r} axis of {stages} devices: num_layers must be a multiple of it."
+        )
+    return mesh
+
+
 class LayerLayout(AbstractLayout):
     """The `K` layers split over the mesh axis `"layer"` (the paper's distributed adjoint
     sharding); the layer gradients come back sharded `P("layer")`."""
@@ -147,14 +167,7 @@ class LayerLayout(AbstractLayout):
     axis: ClassVar[str] = LAYER_AXIS
 
     def check(self, config: SSMConfig, mesh: Mesh | None) -> Mesh:
-        mesh = super().check(config, mesh)
-        stages = mesh.shape[LAYER_AXIS]
-        if config.num_layers % stages:
-            raise ValueError(
-                f"layout='layer' splits the {config.num_layers} layers over the mesh's "
-                f"{LAYER_AXIS!r} axis of {stages} devices: num_layers must be a multiple of it."
-            )
-        return mesh
+        return _check_layers(self.name, config, super().check(config, mesh))
 
     def gradient_function(self, method, config, context, mesh):
         method.check_layout(self.name)  # before the mesh: which methods run here, first
@@ -173,11 +186,40 @@ class SequenceLayout(AbstractLayout):
         return method.sequence_function(config, context, self.check(config, mesh))
 
 
-LAYOUTS: dict[str, type[AbstractLayout]] = {"layer": LayerLayout, "sequence": SequenceLayout}
+class LayerSequenceLayout(AbstractLayout):
+    """The layers split over the mesh axis `"layer"` and time over `"sequence"` (a 2-D
+    mesh, e.g. 2 × 4): the exact adjoint's wavefront runs on through the parts of time, so
+    each device stores its layers' states for its part of time only. The layer gradients
+    come back sharded `P("layer")`, the rest replicated."""
+
+    name: ClassVar[str] = "layer_sequence"
+    axis: ClassVar[str] = LAYER_AXIS
+
+    def check(self, config: SSMConfig, mesh: Mesh | None) -> Mesh:
+        mesh = _check_layers(self.name, config, super().check(config, mesh))
+        if SEQUENCE_AXIS not in mesh.axis_names:
+            raise ValueError(
+                f"layout={self.name!r} needs mesh axes {LAYER_AXIS!r} and {SEQUENCE_AXIS!r}; "
+                f"the mesh's axes are {tuple(mesh.axis_names)} (e.g. jax.make_mesh((2, 4), "
+                f"({LAYER_AXIS!r}, {SEQUENCE_AXIS!r}), axis_types=(AxisType.Auto,) * 2))."
+            )
+        return mesh
+
+    def gradient_function(self, method, config, context, mesh):
+        method.check_layout(self.name)
+        return method.layer_sequence_function(config, context, self.check(config, mesh))
+
+
+LAYOUTS: dict[str, type[AbstractLayout]] = {
+    "layer": LayerLayout,
+    "sequence": SequenceLayout,
+    "layer_sequence": LayerSequenceLayout,
+}
 
 
 def layout_of(value: str | AbstractLayout) -> AbstractLayout:
-    """A layout object from itself or its name (`"layer"`, `"sequence"`)."""
+    """A layout object from itself or its name (`"layer"`, `"sequence"`,
+    `"layer_sequence"`)."""
     if isinstance(value, AbstractLayout):
         return value
     if value not in LAYOUTS:
@@ -290,10 +332,21 @@ def _layer_at(layers: LayerWeights, i: Array) -> LayerWeights:
     return jax.tree.map(lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), layers)
 
 
-def _state_before(h: Float[Array, "L T B N"], i: Array, start: Array) -> Float[Array, "B N"]:
-    """Layer `i`'s stored state at time `start - 1` (zero before the first token)."""
+def _state_before(
+    h: Float[Array, "L T B N"], i: Array, start: Array, entering: Float[Array, "L B N"]
+) -> Float[Array, "B N"]:
+    """Layer `i`'s stored state at time `start - 1`; at `start = 0`, the state `entering`
+    this device's part of time (zero before the first token)."""
     last = lax.dynamic_index_in_dim(h[i], jnp.maximum(start - 1, 0), keepdims=False)
-    return jnp.where(start == 0, jnp.zeros_like(last), last)
+    return jnp.where(start == 0, entering[i], last)
+
+
+def _shift(x: Any, axis: str | None, segments: int, step: int) -> Any:
+    """`x` from the device `step` places before along `axis` (zeros where there is none)."""
+    if axis is None:
+        return jax.tree.map(jnp.zeros_like, x)
+    pairs = [(i, i + step) for i in range(segments) if 0 <= i + step < segments]
+    return lax.ppermute(x, axis, pairs)
 
 
 def _layer_exact_body(
@@ -307,38 +360,53 @@ def _layer_exact_body(
     eps: float,
     chunk: int,
     data_axes: tuple[str, ...],
+    segments: int = 1,
 ) -> tuple[Float[Array, ""], Weights]:
-    """One device's part of the exact adjoint on the layer layout: a wavefront over time
-    chunks (see `_layer_layout`). Inside `shard_map`: `weights["layers"]` holds this device's
-    `L = K / stages` layers."""
+    """One device's part of the exact adjoint on the layer layout (and on the layer ×
+    sequence layout): a wavefront over time chunks (see the module docstring). Inside
+    `shard_map`: `weights["layers"]` holds this device's `L = K / stages` layers, and the
+    tokens its part of time, the `q`-th of `segments` (1: the whole context).
+
+    Over a `"sequence"` axis the wavefront runs on through the parts of time in order:
+    global chunk `q · m + j` is this device's local chunk `j`, stage `s` runs it at forward
+    tick `s + q · m + j`, and the layers' states cross from one part to the next with it
+    (the last states of part `q - 1` are sent along `"sequence"` the tick before part `q`
+    needs them; backwards, the carries `a ⊙ μ` go the other way). Each device then stores
+    its layers' states for its own part of time only."""
     stage = lax.axis_index(LAYER_AXIS)
+    seq_axis = SEQUENCE_AXIS if segments > 1 else None
+    part = lax.axis_index(SEQUENCE_AXIS) if seq_axis else 0
     layers, table = weights["layers"], weights["embed"]
     n_local = jax.tree.leaves(layers)[0].shape[0]
-    n_chunks = inputs.shape[0] // chunk
+    m = inputs.shape[0] // chunk  # local chunks
+    n_chunks = m * segments  # global chunks
     ticks = n_chunks + stages - 1
     take = ft.partial(lax.dynamic_slice_in_dim, slice_size=chunk, axis=0)
 
-    # ---- forward: at tick τ stage s runs its layers on chunk τ - s, keeps their (a, c, h)
-    # and hands the chunk's output stream to stage s + 1.
+    # ---- forward: at tick τ stage s runs its layers on global chunk τ - s, keeps their
+    # (a, c, h) and hands the chunk's output stream to stage s + 1.
     stream_shape = jax.eval_shape(lambda t: embed(table, take(t, 0)), inputs)
     stream_zeros = jnp.zeros(stream_shape.shape, stream_shape.dtype)
     state_spec = jax.eval_shape(lambda r: a_map(_layer_at(layers, 0), r), stream_zeros)
     states_zeros = jnp.zeros((n_local, inputs.shape[0], *state_spec.shape[1:]), state_spec.dtype)
+    ends_zeros = jnp.zeros((n_local, *state_spec.shape[1:]), state_spec.dtype)
     ring = [(i, (i + 1) % stages) for i in range(stages)]
 
     def forward_tick(tau: Array, carry):
-        received, states = carry
-        j = tau - stage
-        start = (jnp.clip(j, 0, n_chunks - 1) * chunk).astype(tau.dtype)
+        received, h_received, entering, states = carry
+        j = tau - stage - part * m
+        start = (jnp.clip(j, 0, m - 1) * chunk).astype(tau.dtype)
+        # At the first local chunk the states enter from the part of time before.
+        first = j == 0
+        entering = jnp.where(first, h_received, entering)
 
         def compute(states):
             r = jnp.where(stage == 0, embed(table, take(inputs, start)), received)
 
             def one_layer(i: Array, carry):
                 r, (a_all, c_all, h_all) = carry
-                r, (a, c, h) = layer_forward(
-                    _layer_at(layers, i), r, _state_before(h_all, i, start), eps
-                )
+                before = _state_before(h_all, i, start, entering)
+                r, (a, c, h) = layer_forward(_layer_at(layers, i), r, before, eps)
                 at = (i, start, *(jnp.zeros_like(start),) * 2)
                 a_all, c_all, h_all = (
                     lax.dynamic_update_slice(x, y[None], at)
@@ -346,26 +414,31 @@ def _layer_exact_body(
                 )
                 return r, (a_all, c_all, h_all)
 
-            return lax.fori_loop(0, n_local, one_layer, (r, states))
+            r, states = lax.fori_loop(0, n_local, one_layer, (r, states))
+            ends = lax.dynamic_index_in_dim(states[2], start + chunk - 1, 1, keepdims=False)
+            return r, ends, states
 
-        valid = (j >= 0) & (j < n_chunks)
-        out, states = lax.cond(valid, compute, lambda st: (stream_zeros, st), states)
-        return lax.ppermute(out, LAYER_AXIS, ring), states
+        valid = (j >= 0) & (j < m)
+        idle = lambda st: (stream_zeros, ends_zeros, st)  # noqa: E731
+        out, ends, states = lax.cond(valid, compute, idle, states)
+        received = lax.ppermute(out, LAYER_AXIS, ring)
+        return received, _shift(ends, seq_axis, segments, 1), entering, states
 
-    initial = (stream_zeros, (states_zeros,) * 3)
-    _, (a_all, c_all, h_all) = lax.fori_loop(0, ticks, forward_tick, initial)
+    initial = (stream_zeros, ends_zeros, ends_zeros, (states_zeros,) * 3)
+    _, _, entering, (a_all, c_all, h_all) = lax.fori_loop(0, ticks, forward_tick, initial)
 
-    # ---- backward: at tick τ stage s runs its layers' exact adjoint on chunk
+    # ---- backward: at tick τ stage s runs its layers' exact adjoint on global chunk
     # n - 1 - (τ - (S - 1 - s)), last layer first, and hands (r, G) of the chunk's input to
     # stage s - 1. The last stage's input is the final stream of chunk n - 1 - τ, rebuilt as
     # embedding + Σ_k z_k (each stage adds its layers' z from the stored c, h: one all-reduce
-    # of a chunk) and its cotangent g from the head: no T × P stream is stored anywhere.
+    # of a chunk over "layer") and its cotangent g from the head: no T × P stream is stored.
     back_ring = [(i, (i - 1) % stages) for i in range(stages)]
     head_grad = jax.value_and_grad(_chunk_loss, argnums=(0, 1, 2))
 
     def backward_tick(tau: Array, carry):
-        r_recv, G_recv, after, d_layers, d_embed, totals = carry
-        last_start = jnp.clip(n_chunks - 1 - tau, 0, n_chunks - 1) * chunk
+        r_recv, G_recv, after, after_received, d_layers, d_embed, totals = carry
+        j_last = n_chunks - 1 - tau - part * m
+        last_start = jnp.clip(j_last, 0, m - 1) * chunk
 
         def add_output(i: Array, z: Array) -> Array:
             c = lax.dynamic_slice_in_dim(c_all[i], last_start, chunk)
@@ -388,17 +461,19 @@ def _layer_exact_body(
 
         head_shapes = jax.eval_shape(head, None)
         value, dn, dh, g = lax.cond(
-            (stage == stages - 1) & (tau < n_chunks),
+            (stage == stages - 1) & (j_last >= 0) & (j_last < m),
             head,
             lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), head_shapes),
             None,
         )
         totals = jax.tree.map(jnp.add, totals, (value, dn, dh))
 
-        j = n_chunks - 1 - (tau - (stages - 1 - stage))
-        start = jnp.clip(j, 0, n_chunks - 1) * chunk
+        j = n_chunks - 1 - (tau - (stages - 1 - stage)) - part * m
+        start = jnp.clip(j, 0, m - 1) * chunk
         is_last = stage == stages - 1
         r, G = jnp.where(is_last, r_final, r_recv), jnp.where(is_last, g, G_recv)
+        # At the last local chunk the carries come from the part of time after.
+        after = jnp.where(j == m - 1, after_received, after)
 
         def compute(args):
             r, G, after, d_layers, d_embed = args
@@ -412,7 +487,7 @@ def _layer_exact_body(
                     chunk_of(a_all[i]),
                     chunk_of(c_all[i]),
                     chunk_of(h_all[i]),
-                    _state_before(h_all, i, start),
+                    _state_before(h_all, i, start, entering),
                     r,
                     G,
                     after[i],
@@ -429,13 +504,13 @@ def _layer_exact_body(
             )
             return r, G, after, d_layers, d_embed
 
-        valid = (j >= 0) & (j < n_chunks)
+        valid = (j >= 0) & (j < m)
         args = (r, G, after, d_layers, d_embed)
         r, G, after, d_layers, d_embed = lax.cond(valid, compute, lambda x: x, args)
         r, G = lax.ppermute((r, G), LAYER_AXIS, back_ring)
-        return r, G, after, d_layers, d_embed, totals
+        after_received = _shift(after, seq_axis, segments, -1)
+        return r, G, after, after_received, d_layers, d_embed, totals
 
-    after = jnp.zeros((n_local, *state_spec.shape[1:]), state_spec.dtype)
     totals = (
         jnp.zeros((), jnp.promote_types(table.dtype, jnp.float32)),
         jnp.zeros_like(weights["final_norm"]),
@@ -444,23 +519,32 @@ def _layer_exact_body(
     carry = (
         stream_zeros,
         stream_zeros,
-        after,
+        ends_zeros,
+        ends_zeros,
         jax.tree.map(jnp.zeros_like, layers),
         jnp.zeros_like(table),
         totals,
     )
-    _, _, _, d_layers, d_embed, (loss, d_norm, d_head) = lax.fori_loop(
+    _, _, _, _, d_layers, d_embed, (loss, d_norm, d_head) = lax.fori_loop(
         0, ticks, backward_tick, carry
     )
-    # Each of these is nonzero on one stage only: the psum is a broadcast from it.
-    loss, d_norm, d_head, d_embed = lax.psum((loss, d_norm, d_head, d_embed), LAYER_AXIS)
+    # Each of these is nonzero on one stage only (per part of time): the psum over "layer"
+    # is a broadcast from it, the one over "sequence" adds the parts of time.
+    time_axes = (SEQUENCE_AXIS,) if seq_axis else ()
+    loss, d_norm, d_head, d_embed = lax.psum(
+        (loss, d_norm, d_head, d_embed), (LAYER_AXIS, *time_axes)
+    )
+    d_layers = _psum(d_layers, time_axes)
     grads = {"embed": d_embed, "layers": d_layers, "final_norm": d_norm, "head": d_head}
     return _psum((loss, grads), data_axes)
 
 
-def _layer_function(config: SSMConfig, mesh: Mesh, chunk: int, body: Callable) -> GradientFn:
+def _layer_function(
+    config: SSMConfig, mesh: Mesh, chunk: int, body: Callable, segments: int = 1
+) -> GradientFn:
     data_axes = _data_axes(mesh)
-    tokens_spec = P(None, *data_axes)
+    time_spec = SEQUENCE_AXIS if segments > 1 else None
+    tokens_spec = P(time_spec, *data_axes)
     weights_spec = {"embed": P(), "layers": P(LAYER_AXIS), "final_norm": P(), "head": P()}
     kwargs = {
         "stages": mesh.shape[LAYER_AXIS],
@@ -468,6 +552,8 @@ def _layer_function(config: SSMConfig, mesh: Mesh, chunk: int, body: Callable) -
         "chunk": chunk,
         "data_axes": data_axes,
     }
+    if segments > 1:
+        kwargs["segments"] = segments
     sharded = jax.shard_map(
         ft.partial(body, **kwargs),
         mesh=mesh,
@@ -480,7 +566,7 @@ def _layer_function(config: SSMConfig, mesh: Mesh, chunk: int, body: Callable) -
     def fn(weights: Weights, tokens: Array, target_weights: Array | None = None):
         _check_batch(tokens.shape[0], mesh)
         dtype = weights["head"].dtype
-        return sharded(weights, *prepare_tokens(tokens, chunk, dtype, target_weights))
+        return sharded(weights, *prepare_tokens(tokens, chunk * segments, dtype, target_weights))
 
     return fn
 
@@ -497,6 +583,17 @@ def layer_highway_function(
 def layer_exact_function(config: SSMConfig, mesh: Mesh, chunk: int) -> GradientFn:
     """The exact adjoint on the layer layout: a wavefront over time chunks of `chunk`."""
     return _layer_function(config, mesh, chunk, _layer_exact_body)
+
+
+def layer_sequence_exact_function(
+    config: SSMConfig, context: int, mesh: Mesh, time_chunk: Callable[[int], int]
+) -> GradientFn:
+    """The exact adjoint on the layer × sequence layout (a checked `LayerSequenceLayout`
+    mesh): the layer layout's wavefront, run on through the parts of time of the
+    `"sequence"` axis; `time_chunk(local_context)` gives the time chunk."""
+    segments = mesh.shape[SEQUENCE_AXIS]
+    chunk = time_chunk(math.ceil(context / segments))
+    return _layer_function(config, mesh, chunk, _layer_exact_body, segments)
 
 
 # --------------------------------------------------------------------------------------

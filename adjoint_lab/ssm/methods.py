@@ -21,11 +21,11 @@ import jax
 from jax.sharding import Mesh
 from jaxtyping import Array, Float, Int
 
+from ..core import sequential_recurrence
 from .adjoint import (
     AbstractLayerVJP,
     AggregatedVJP,
     LiteralVJP,
-    exact_value_and_grad,
     highway_value_and_grad,
 )
 from .autodiff import backprop_loss, remat_loss
@@ -36,10 +36,17 @@ from .layouts import (
     GradientFn,
     layer_exact_function,
     layer_highway_function,
+    layer_sequence_exact_function,
     sequence_backprop_function,
     sequence_exact_function,
 )
 from .model import Weights
+from .schedule import (
+    AbstractAdjointSchedule,
+    Chunkwise,
+    StoredStreams,
+    loss_chunk_within,
+)
 from .tokens import DEFAULT_LOSS_CHUNK, default_chunk
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "Backprop",
     "Checkpointed",
     "Remat",
+    "ScanBackprop",
     "Truncated",
     "gradient_method",
 ]
@@ -111,10 +119,17 @@ class AbstractSSMGradient(eqx.Module):
     def sequence_function(self, config: SSMConfig, context: int, mesh: Mesh) -> GradientFn:
         raise self._unsupported("sequence")
 
+    def layer_sequence_function(self, config: SSMConfig, context: int, mesh: Mesh) -> GradientFn:
+        raise self._unsupported("layer_sequence")
+
     @classmethod
     def supported_layouts(cls) -> tuple[str, ...]:
         """The names of the device layouts this method implements."""
-        hooks = {"layer": "layer_function", "sequence": "sequence_function"}
+        hooks = {
+            "layer": "layer_function",
+            "sequence": "sequence_function",
+            "layer_sequence": "layer_sequence_function",
+        }
         base = AbstractSSMGradient
         return tuple(n for n in LAYOUTS if getattr(cls, hooks[n]) is not getattr(base, hooks[n]))
 
@@ -159,6 +174,26 @@ class Backprop(AbstractSSMGradient):
         return sequence_backprop_function(config, context, mesh, self.time_chunk)
 
 
+class ScanBackprop(AbstractSSMGradient):
+    """`jax.grad` through the model with each layer's recurrence by `lax.scan`
+    (`core.sequential_recurrence`) instead of `lax.associative_scan`: autodiff through a scan
+    keeps one transition and one state per step, not every level of the associative scan's
+    tree, so its tape is smaller (depth O(T) instead of O(log T)). The plain-autodiff
+    memory reference without rematerialisation."""
+
+    loss_chunk: int | None = None
+    name: ClassVar[str] = "scan_backprop"
+
+    def value_and_grad_fn(self, config, context):
+        loss = ft.partial(
+            backprop_loss,
+            eps=config.norm_eps,
+            loss_chunk=self.time_chunk(context),
+            recurrence=sequential_recurrence,
+        )
+        return jax.value_and_grad(loss)
+
+
 class _AbstractChunked(AbstractSSMGradient):
     """A method that cuts time into chunks of `chunk` tokens and keeps only the states at
     chunk boundaries; the loss of a chunk runs over `loss_chunk` tokens at a time."""
@@ -172,16 +207,8 @@ class _AbstractChunked(AbstractSSMGradient):
         return min(self.chunk or default_chunk(context), context)
 
     def _loss_chunk(self, context: int) -> int:
-        chunk = self.time_chunk(context)
-        if self.loss_chunk is None or self.loss_chunk >= chunk:
-            return chunk
-        if chunk % self.loss_chunk:
-            raise ValueError(
-                f"{type(self).__name__}: loss_chunk={self.loss_chunk} must divide the time "
-                f"chunk {chunk} (chunk={self.chunk}, context {context}); pass a loss_chunk "
-                f"that divides it, or None for the whole chunk."
-            )
-        return self.loss_chunk
+        owner = f"{type(self).__name__}(chunk={self.chunk})"
+        return loss_chunk_within(owner, self.time_chunk(context), self.loss_chunk, context)
 
 
 class Remat(_AbstractChunked):
@@ -222,21 +249,43 @@ class Checkpointed(_AbstractChunked):
 
 class Adjoint(AbstractSSMGradient):
     """Exact adjoint sharding: the residual-stream cotangent is handed from layer to layer
-    through the stored states (no autodiff tape). Equals `jax.grad`. Supports both layouts."""
+    through the stored states (no autodiff tape). Equals `jax.grad`. Supports every layout
+    (`"layer"`, `"sequence"`, `"layer_sequence"`).
 
+    `schedule`: how one device walks time (`ssm.schedule`): `Chunkwise(chunk=64)` (the
+    default: time chunks both ways, only the states `h` stored, no `T × P` stream) or
+    `StoredStreams()` (the whole context at a time, `(a, c, h)` and two streams stored).
+    The layouts run their own schedules over time chunks of `loss_chunk` tokens."""
+
+    schedule: AbstractAdjointSchedule = Chunkwise()
     loss_chunk: int | None = None
     name: ClassVar[str] = "adjoint"
 
+    def __check_init__(self) -> None:
+        if not isinstance(self.schedule, AbstractAdjointSchedule):
+            raise ValueError(
+                f"Adjoint: schedule={self.schedule!r}; pass ssm.Chunkwise(chunk=...) or "
+                "ssm.StoredStreams() (by name: schedule='chunkwise' or 'stored_streams')."
+            )
+
+    def time_chunk(self, context):
+        return self.schedule.time_chunk(context, self.loss_chunk)
+
     def value_and_grad_fn(self, config, context):
-        return ft.partial(
-            exact_value_and_grad, eps=config.norm_eps, loss_chunk=self.time_chunk(context)
-        )
+        return self.schedule.value_and_grad_fn(config.norm_eps, context, self.loss_chunk)
+
+    def _stream_chunk(self, context: int) -> int:
+        # The layouts' time chunk: the loss chunk, as for the stored-stream schedule.
+        return min(self.loss_chunk or DEFAULT_LOSS_CHUNK, context)
 
     def layer_function(self, config, context, mesh):
-        return layer_exact_function(config, mesh, self.time_chunk(context))
+        return layer_exact_function(config, mesh, self._stream_chunk(context))
 
     def sequence_function(self, config, context, mesh):
-        return sequence_exact_function(config, context, mesh, self.time_chunk)
+        return sequence_exact_function(config, context, mesh, self._stream_chunk)
+
+    def layer_sequence_function(self, config, context, mesh):
+        return layer_sequence_exact_function(config, context, mesh, self._stream_chunk)
 
 
 class _AbstractHighway(AbstractSSMGradient):
@@ -301,7 +350,8 @@ class Truncated(_AbstractHighway):
 
 
 _BY_NAME: dict[str, type[AbstractSSMGradient]] = {
-    cls.name: cls for cls in (Backprop, Remat, AdjointPaper, Adjoint, Truncated, Checkpointed)
+    cls.name: cls
+    for cls in (Backprop, Remat, AdjointPaper, Adjoint, Truncated, Checkpointed, ScanBackprop)
 }
 METHODS: tuple[str, ...] = tuple(_BY_NAME)
 
@@ -310,9 +360,15 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "backprop": ("loss_chunk",),
     "remat": ("chunk", "loss_chunk"),
     "adjoint_paper": ("form", "loss_chunk"),
-    "adjoint": ("loss_chunk",),
+    "adjoint": ("schedule", "chunk", "loss_chunk"),
     "truncated": ("window", "form", "loss_chunk"),
     "checkpointed": ("chunk", "loss_chunk"),
+    "scan_backprop": ("loss_chunk",),
+}
+# The schedules of `Adjoint` by name (`schedule="stored_streams"`).
+SCHEDULES: dict[str, type[AbstractAdjointSchedule]] = {
+    "chunkwise": Chunkwise,
+    "stored_streams": StoredStreams,
 }
 
 
@@ -322,9 +378,10 @@ def gradient_method(name: str | AbstractSSMGradient, **options: object) -> Abstr
     **Arguments:**
 
     - `name`: one of `METHODS`: `"backprop"`, `"remat"`, `"adjoint_paper"`, `"adjoint"`,
-        `"truncated"`, `"checkpointed"`.
+        `"truncated"`, `"checkpointed"`, `"scan_backprop"`.
     - `options`: the method's options as keywords (`window=`, `chunk=`, `form=`,
-        `loss_chunk=`); an option the method does not take is an error.
+        `loss_chunk=`, and for `"adjoint"` `schedule=` by name, `"chunkwise"` (with
+        `chunk=`) or `"stored_streams"`); an option the method does not take is an error.
 
     **Returns:**
 
@@ -353,4 +410,32 @@ def gradient_method(name: str | AbstractSSMGradient, **options: object) -> Abstr
             "method='truncated' needs window= (the number of tokens each adjoint state "
             "sees), a positive int."
         )
+    if name == "adjoint":
+        options = _adjoint_options(**options)
     return _BY_NAME[name](**options)
+
+
+def _adjoint_options(
+    schedule: str | AbstractAdjointSchedule | None = None,
+    chunk: int | None = None,
+    loss_chunk: int | None = None,
+) -> dict[str, object]:
+    """`Adjoint`'s keywords from names: the schedule object from `schedule=` and `chunk=`."""
+    if schedule is None or isinstance(schedule, str):
+        name = schedule or "chunkwise"
+        if name not in SCHEDULES:
+            raise ValueError(
+                f"method='adjoint': schedule={schedule!r}; choose one of {tuple(SCHEDULES)}."
+            )
+        if name == "stored_streams" and chunk is not None:
+            raise ValueError(
+                f"method='adjoint': chunk={chunk} applies only to schedule='chunkwise', not "
+                "'stored_streams' (whose time chunk is loss_chunk=)."
+            )
+        schedule = Chunkwise(chunk) if name == "chunkwise" else StoredStreams()
+    elif chunk is not None:
+        raise ValueError(
+            f"method='adjoint': schedule={schedule!r} is an object; set its chunk on it "
+            f"(ssm.Chunkwise(chunk={chunk})), not as chunk=."
+        )
+    return {"schedule": schedule, "loss_chunk": loss_chunk}

@@ -21,6 +21,7 @@ time-major layout `[T, batch, ...]`.
 from __future__ import annotations
 
 import functools as ft
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -51,6 +52,9 @@ LAYER_AXIS = "layer"
 
 Weights = dict[str, Any]
 LayerWeights = dict[str, Array]
+# `(a, b, h0) -> h`: how a layer's forward pass runs its recurrence (the autodiff baselines
+# differ only in this: `core.associative_recurrence` or `core.sequential_recurrence`).
+Recurrence = Callable[[Array, Array, Array | None], Array]
 
 
 # --------------------------------------------------------------------------------------
@@ -105,14 +109,18 @@ class LayerStates(NamedTuple):
 
 
 def layer_forward(
-    w: LayerWeights, r: Float[Array, "T B P"], h0: Float[Array, "B N"] | None, eps: float
+    w: LayerWeights,
+    r: Float[Array, "T B P"],
+    h0: Float[Array, "B N"] | None,
+    eps: float,
+    recurrence: Recurrence = associative_recurrence,
 ) -> tuple[Float[Array, "T B P"], LayerStates]:
     """One residual layer: returns `r + z` and the layer's `(a, c, h)`."""
     x = rms_norm(r, w["norm"], eps)
     a = a_map(w, x)
-    # The plain associative scan, differentiated by autodiff in the baselines; the adjoint
-    # methods never differentiate it.
-    h = associative_recurrence(a, b_map(w, x), h0)
+    # The plain associative scan by default, differentiated by autodiff in the baselines; the
+    # adjoint methods never differentiate it.
+    h = recurrence(a, b_map(w, x), h0)
     c = c_map(w, x)
     return r + emit(w, c, h), LayerStates(a, c, h)
 
@@ -235,10 +243,15 @@ class SSMLM(nnx.Module):
         return jnp.swapaxes(x @ weights["head"], 0, 1)
 
 
-def final_stream(weights: Weights, tokens: Int[Array, "T B"], eps: float) -> Float[Array, "T B P"]:
+def final_stream(
+    weights: Weights,
+    tokens: Int[Array, "T B"],
+    eps: float,
+    recurrence: Recurrence = associative_recurrence,
+) -> Float[Array, "T B P"]:
     """The residual stream `r_K` after all layers (a `lax.scan` over the stacked layers)."""
 
     def step(r: Array, w: LayerWeights) -> tuple[Array, None]:
-        return layer_forward(w, r, None, eps)[0], None
+        return layer_forward(w, r, None, eps, recurrence)[0], None
 
     return lax.scan(step, embed(weights["embed"], tokens), weights["layers"])[0]

@@ -215,16 +215,17 @@ def _check_memory(
 
 
 def _layout(config: ExperimentConfig) -> str | None:
-    """The device layout the mesh asks for: a `layer` or a `sequence` axis (not both)."""
+    """The device layout the mesh asks for: a `layer` axis, a `sequence` axis, or both (the
+    exact adjoint's 2-D layout)."""
     axes = set(config.mesh.axes)
-    if {"layer", "sequence"} <= axes:
-        raise ConfigError(
-            "mesh.axes", list(config.mesh.axes), "use a 'layer' or a 'sequence' axis, not both"
-        )
     if "layer" in axes and "data" in axes:
         raise ConfigError(
-            "mesh.axes", list(config.mesh.axes), "the layer layout takes the axis 'layer' alone"
+            "mesh.axes",
+            list(config.mesh.axes),
+            "the layer layouts take the axes 'layer' and optionally 'sequence', not 'data'",
         )
+    if {"layer", "sequence"} <= axes:
+        return "layer_sequence"
     return "layer" if "layer" in axes else "sequence" if "sequence" in axes else None
 
 
@@ -245,7 +246,7 @@ def build(config: ExperimentConfig, method: AbstractSSMGradient | None = None) -
     method = _gradient_method(config) if method is None else method
     layout = _layout(config)
     mesh = make_mesh(config.mesh) if layout else None
-    if layout == "layer" and model_config.num_layers % mesh.shape["layer"]:
+    if layout in ("layer", "layer_sequence") and model_config.num_layers % mesh.shape["layer"]:
         raise ConfigError(
             "mesh.shape",
             list(config.mesh.shape),
@@ -294,5 +295,5 @@ def build(config: ExperimentConfig, method: AbstractSSMGradient | None = None) -
         batch_size=config.train.batch_size,
         evaluate=evaluate,
         value_and_grad=value_and_grad,
-        param_shardings=layer_shardings if layout == "layer" else None,
+        param_shardings=layer_shardings if layout in ("layer", "layer_sequence") else None,
     )

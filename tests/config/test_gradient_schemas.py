@@ -16,6 +16,7 @@ from adjoint_lab.config import (
     DirectConfig,
     ExperimentConfig,
     RematConfig,
+    ScanBackpropConfig,
     SSMCheckpointedConfig,
     TruncatedConfig,
 )
@@ -29,6 +30,7 @@ SSM = {
     "adjoint": AdjointConfig,
     "truncated": TruncatedConfig,
     "checkpointed": SSMCheckpointedConfig,
+    "scan_backprop": ScanBackpropConfig,
 }
 
 

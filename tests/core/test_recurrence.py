@@ -24,6 +24,7 @@ from adjoint_lab.core import (
     compiled_memory,
     linear_recurrence,
     linear_recurrence_vjp,
+    sequential_recurrence,
     windowed_adjoint_states,
 )
 
@@ -102,6 +103,8 @@ _full = _value_and_grads(linear_recurrence)
 _dense_full = _value_and_grads(dense_linear_recurrence)
 _plain = _value_and_grads(associative_recurrence)
 _dense_plain = _value_and_grads(ft.partial(associative_recurrence, transition=DENSE))
+_sequential = _value_and_grads(sequential_recurrence)
+_dense_sequential = _value_and_grads(ft.partial(sequential_recurrence, transition=DENSE))
 
 
 @ft.cache
@@ -153,6 +156,11 @@ def test_linear_recurrence_matches_scan_and_its_gradient(with_h0):
     assert_tree_allclose(_full(a, b, h0, w), expected, **TOL)
     # The plain associative scan, differentiated by autodiff, gives the same.
     assert_tree_allclose(_plain(a, b, h0, w), expected, **TOL)
+    # And so does the step-by-step scan, checked against the adjoint by a Python loop.
+    states, grads = _sequential(a, b, h0, w)
+    assert_tree_allclose(states, expected[0], **TOL)
+    mu = _adjoint_loop(a, np.cos(np.asarray(states)) * w)
+    assert_tree_allclose(grads[1], mu, **TOL)
 
 
 def test_affine_scan_gives_the_transport_and_the_state_from_zero():
@@ -217,6 +225,7 @@ def test_dense_matches_scan_and_its_gradient():
     assert_tree_allclose(_dense_full(A, b, h0, w), expected, **TOL)
     assert_tree_allclose(_dense_chunked(5)(A, b, h0, w), expected, **TOL)
     assert_tree_allclose(_dense_plain(A, b, h0, w), expected, **TOL)
+    assert_tree_allclose(_dense_sequential(A, b, h0, w), expected, **TOL)
     assert_tree_allclose(_dense_full(A, b, None, w), _dense_reference(A, b, None, w), **TOL)
 
 

@@ -47,7 +47,7 @@ def test_layer_parameters_carry_the_layer_mesh_axis(tiny):
         ({"method": "bptt"}, "choose one of"),
         ({"method": "truncated"}, "needs window="),
         ({"method": "adjoint", "window": 4}, "window= applies only"),
-        ({"method": "adjoint", "chunk": 4}, "chunk= applies only"),
+        ({"method": "backprop", "chunk": 4}, "chunk= applies only"),
         ({"method": "adjoint", "form": "literal"}, "form='literal'"),
         ({"method": "checkpointed", "chunk": 0}, "chunk= must be a positive int"),
         ({"method": "adjoint", "layout": "layer"}, "go together"),
@@ -82,8 +82,13 @@ def test_memory_of_the_lean_methods_from_compile_time_analysis():
 
     backprop, adjoint = memory("backprop"), memory("adjoint")
     remat, checkpointed = memory("remat"), memory("checkpointed")
+    scan_backprop, stored = memory("scan_backprop"), memory(ssm.Adjoint(ssm.StoredStreams()))
     assert adjoint < backprop / 3
     assert checkpointed <= remat < backprop / 10
+    # Autodiff through lax.scan keeps a smaller tape than through the associative scan, and
+    # the chunkwise adjoint stores no T × P stream.
+    assert scan_backprop < backprop
+    assert adjoint < stored / 3 < scan_backprop / 3
 
 
 def test_methods_are_hashable_objects_built_from_names():
@@ -91,9 +96,14 @@ def test_methods_are_hashable_objects_built_from_names():
     assert hash(ssm.GradientOptions("remat", chunk=4)) == hash(ssm.Remat(chunk=4))
     assert ssm.gradient_method("adjoint_paper", form="literal") == ssm.AdjointPaper("literal")
     assert ssm.gradient_method(ssm.Adjoint()) == ssm.Adjoint(loss_chunk=None)
+    assert ssm.gradient_method("adjoint", chunk=4) == ssm.Adjoint(ssm.Chunkwise(4))
+    assert ssm.gradient_method("adjoint", schedule="stored_streams") == ssm.Adjoint(
+        ssm.StoredStreams()
+    )
+    assert ssm.Adjoint() == ssm.Adjoint(ssm.Chunkwise())
     assert ssm.METHODS == ("backprop", "remat", "adjoint_paper", "adjoint", "truncated",
-                           "checkpointed")  # fmt: skip
-    assert ssm.Adjoint.supported_layouts() == ("layer", "sequence")
+                           "checkpointed", "scan_backprop")  # fmt: skip
+    assert ssm.Adjoint.supported_layouts() == ("layer", "sequence", "layer_sequence")
     assert ssm.Backprop.supported_layouts() == ("sequence",)
     assert ssm.Checkpointed.supported_layouts() == ()
 
@@ -105,7 +115,14 @@ def test_methods_are_hashable_objects_built_from_names():
         (lambda: ssm.Remat(chunk=-1), "Remat: chunk= must be a positive int"),
         (lambda: ssm.Backprop(loss_chunk=0), "Backprop: loss_chunk= must be a positive int"),
         (lambda: ssm.AdjointPaper(form="double"), r"form='double'; choose one of"),
-        (lambda: ssm.gradient_method("adjoint", chunk=4), r"takes loss_chunk=\."),
+        (lambda: ssm.gradient_method("backprop", chunk=4), r"takes loss_chunk=\."),
+        (
+            lambda: ssm.gradient_method("adjoint", schedule="stored_streams", chunk=4),
+            "chunk=4 applies only to schedule='chunkwise'",
+        ),
+        (lambda: ssm.gradient_method("adjoint", schedule="wavefront"), "choose one of"),
+        (lambda: ssm.Adjoint(schedule="chunkwise"), "pass ssm.Chunkwise"),
+        (lambda: ssm.Chunkwise(chunk=0), "Chunkwise: chunk= must be a positive int"),
         (lambda: ssm.gradient_method("remat", window=4), "method='truncated', not 'remat'"),
         (lambda: ssm.gradient_method(ssm.Adjoint(), loss_chunk=4), "already a method object"),
     ],

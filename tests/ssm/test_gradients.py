@@ -42,24 +42,38 @@ def reference(num_layers: int):
 
 
 EXACT = [
-    ("backprop", {}),
-    ("remat", {"chunk": 4}),
-    ("adjoint", {}),
-    ("adjoint", {"loss_chunk": 4}),
-    ("checkpointed", {"chunk": 4}),
-    ("checkpointed", {"chunk": 5}),
+    ssm.Backprop(),
+    ssm.ScanBackprop(),
+    ssm.Remat(chunk=4),
+    ssm.Adjoint(),  # chunkwise, one chunk of 13
+    ssm.Adjoint(ssm.Chunkwise(chunk=4)),  # four chunks, the last padded
+    ssm.Adjoint(ssm.Chunkwise(chunk=6), loss_chunk=3),
+    ssm.Adjoint(ssm.StoredStreams()),
+    ssm.Adjoint(ssm.StoredStreams(), loss_chunk=4),
+    ssm.Checkpointed(chunk=4),
+    ssm.Checkpointed(chunk=5),
+    ssm.Checkpointed(chunk=4, loss_chunk=2),
 ]
 
 
-@pytest.mark.parametrize("num_layers", [1, 3])
-@pytest.mark.parametrize("method,options", EXACT, ids=lambda x: str(x))
-def test_exact_methods_equal_jax_grad(num_layers, method, options):
+@pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
+@pytest.mark.parametrize("method", EXACT, ids=repr)
+def test_exact_methods_equal_jax_grad(num_layers, method):
     model, tokens = model_and_tokens(num_layers)
     ref_loss, ref_grads = reference(num_layers)
-    loss, grads = ssm.value_and_grad(model, tokens, method, **options)
+    loss, grads = ssm.value_and_grad(model, tokens, method)
     assert jnp.allclose(loss, ref_loss, rtol=1e-13)
     assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
     assert relative_error(grads, ref_grads) < 1e-10
+
+
+def test_float32_chunkwise_adjoint_and_scan_backprop_agree_with_backprop():
+    model, tokens = model_and_tokens(3, "float32")
+    _, bp = ssm.value_and_grad(model, tokens, "backprop")
+    for method in (ssm.ScanBackprop(), ssm.Adjoint(ssm.Chunkwise(4)), ssm.Checkpointed(chunk=4)):
+        _, grads = ssm.value_and_grad(model, tokens, method)
+        assert jax.tree.leaves(grads)[0].dtype == jnp.float32
+        assert relative_error(grads, bp) < 1e-5, method
 
 
 def test_paper_estimator_is_exact_for_one_layer_and_biased_beyond():

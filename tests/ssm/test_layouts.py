@@ -59,6 +59,10 @@ CASES = [
     ("sequence", (4,), ("sequence",), "adjoint", None, None),
     ("sequence", (2, 2), ("data", "sequence"), "adjoint", None, None),
     ("sequence", (4,), ("sequence",), "backprop", None, None),
+    # One time chunk per part of time, and three (the wavefront runs on across the parts).
+    ("layer_sequence", (2, 2), ("layer", "sequence"), "adjoint", None, None),
+    ("layer_sequence", (2, 2), ("sequence", "layer"), "adjoint", None, 2),
+    ("layer_sequence", (1, 4), ("layer", "sequence"), "adjoint", None, 2),
 ]
 
 IDS = [f"{c[0]}-{'x'.join(c[2])}-{c[3]}" for c in CASES]
@@ -80,7 +84,9 @@ def test_layout_equals_single_device(layout, shape, names, method, window, loss_
     stages = the_mesh.shape.get("layer", 1)
     for leaf in jax.tree.leaves(grads["layers"]):
         # layer layout: each device returns only its own layers' gradients (no all-reduce).
-        assert leaf.sharding.spec == (P("layer") if layout == "layer" else P())
+        # (A 1-device layer axis shards nothing: its spec may come back as P().)
+        split = layout in ("layer", "layer_sequence") and stages > 1
+        assert leaf.sharding.spec == (P("layer") if split else P())
         shard_shapes = {s.data.shape[0] for s in leaf.addressable_shards}
         assert shard_shapes == {CONFIG.num_layers // stages}
     for leaf in jax.tree.leaves({k: v for k, v in grads.items() if k != "layers"}):
@@ -96,27 +102,63 @@ def test_errors_name_the_supported_combinations_and_the_mesh_axes():
         ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, layer_mesh, "sequence")
     with pytest.raises(ValueError, match="multiple of it"):
         ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, mesh((3,), ("layer",)), "layer")
+    with pytest.raises(ValueError, match="needs mesh axes 'layer' and 'sequence'"):
+        ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, layer_mesh, "layer_sequence")
+    with pytest.raises(ValueError, match="layout='layer_sequence': adjoint"):
+        ssm.gradient_function(
+            CONFIG, ssm.Checkpointed(), T, mesh((2, 2), ("layer", "sequence")), "layer_sequence"
+        )
     data_mesh = mesh((4, 1), ("data", "sequence"))
     fn = ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, data_mesh, "sequence")
     with pytest.raises(ValueError, match="batch 2 is not divisible"):
         fn(weights, tokens)
 
 
-@pytest.mark.parametrize("layout,loss_chunk", [("sequence", None), ("layer", 32)])
-def test_per_device_memory_of_the_layouts(layout, loss_chunk):
-    """Compile-time memory only (nothing runs). `sequence`: each of 4 devices holds a quarter
-    of the stored states and streams. `layer` (exact wavefront): each device holds its layer's
-    states and a few chunk buffers, no `T × P` stream (8 time chunks here)."""
+@pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
+def test_layer_sequence_layout_equals_jax_grad_at_every_depth(num_layers):
+    """The 2-D layout against jax.grad of the full-logits loss (float64), K = 1..4: two
+    stages where K is even, one otherwise; two parts of time, three time chunks each."""
+    config = CONFIG.replace(num_layers=num_layers)
+    model = ssm.SSMLM(config, rngs=nnx.Rngs(num_layers))
+    tokens = tokens_for(config)
+
+    def full_logits_loss(model, tokens):
+        logits = model(tokens[:, :-1])
+        picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - picked)
+
+    ref_loss, ref = nnx.value_and_grad(full_logits_loss)(model, tokens)
+    stages = 2 if num_layers % 2 == 0 else 1
+    the_mesh = mesh((stages, 2), ("layer", "sequence"))
+    loss, grads = ssm.value_and_grad(
+        model, tokens, ssm.Adjoint(loss_chunk=2), mesh=the_mesh, layout="layer_sequence"
+    )
+    assert jnp.allclose(loss, ref_loss, rtol=1e-13)
+    assert relative_error(nnx.to_pure_dict(grads), nnx.to_pure_dict(ref)) < 1e-10
+
+
+@pytest.mark.parametrize(
+    "layout,shape,loss_chunk",
+    [("sequence", (4,), None), ("layer", (4,), 32), ("layer_sequence", (2, 2), 32)],
+)
+def test_per_device_memory_of_the_layouts(layout, shape, loss_chunk):
+    """Compile-time memory only (nothing runs), against the stored-stream adjoint on one
+    device (the layouts' own schedules store streams or states the same way). `sequence`:
+    each of 4 devices holds a quarter of the stored states and streams. `layer` (exact
+    wavefront): each device holds its layer's states and a few chunk buffers, no `T × P`
+    stream (8 time chunks here). `layer_sequence`: the same, for half the layers and half
+    of time."""
     config = CONFIG.replace(width=32, state_size=8, param_dtype="float32")
     context = 256
     weights = jax.eval_shape(
         lambda: nnx.to_pure_dict(nnx.state(ssm.SSMLM(config, rngs=nnx.Rngs(0)), nnx.Param))
     )
     tokens = jax.ShapeDtypeStruct((1, context + 1), jnp.int32)
-    options = ssm.GradientOptions("adjoint", loss_chunk=loss_chunk)
-    single = compiled_memory(ssm.gradient_function(config, options, context), weights, tokens)
-    the_mesh = mesh((4,), (layout,))
-    sharded = ssm.gradient_function(config, options, context, the_mesh, layout)
+    method = ssm.Adjoint(ssm.StoredStreams(), loss_chunk=loss_chunk)
+    single = compiled_memory(ssm.gradient_function(config, method, context), weights, tokens)
+    names = ("layer", "sequence") if layout == "layer_sequence" else (layout,)
+    the_mesh = mesh(shape, names)
+    sharded = ssm.gradient_function(config, method, context, the_mesh, layout)
     per_device = compiled_memory(sharded, weights, tokens)
     print(f"single device: {single}\n{layout} layout, per device: {per_device}")
     assert per_device.total < 0.4 * single.total

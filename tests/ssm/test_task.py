@@ -106,12 +106,13 @@ def test_a_context_that_cannot_fit_stops_before_running(tmp_path, monkeypatch):
 
 
 def test_layer_and_sequence_layouts_train_like_one_device_and_resume(tmp_path):
-    """mesh=layer4 / sequence4 pick the layout; the curves equal one device's (float64); a
+    """mesh=layer4 / sequence4 / layer2_sequence2 pick the layout; the curves equal one
+    device's (float64); a
     layer-layout run interrupted after 2 steps and resumed restores the sharded state exactly
     (its whole curve is compared)."""
     four_layers = [*TINY, "model.num_layers=4", "gradient=adjoint", "train.steps=4"]
     curves = {}
-    for mesh in ("single", "sequence4"):
+    for mesh in ("single", "sequence4", "layer2_sequence2"):
         run(load(*four_layers, f"mesh={mesh}", f"run_dir={tmp_path / mesh}"))
         curves[mesh] = losses(tmp_path / mesh)
     resumed = tmp_path / "layer4"
@@ -123,6 +124,7 @@ def test_layer_and_sequence_layouts_train_like_one_device_and_resume(tmp_path):
     assert len(curves["layer4"]) == len(curves["single"]) == 2  # logged at steps 2 and 4
     np.testing.assert_allclose(curves["layer4"], curves["single"], rtol=1e-9)
     np.testing.assert_allclose(curves["sequence4"], curves["single"], rtol=1e-9)
+    np.testing.assert_allclose(curves["layer2_sequence2"], curves["single"], rtol=1e-9)
 
 
 def test_layouts_refuse_what_they_cannot_run(tmp_path):
