@@ -152,8 +152,9 @@ class BrownianIncrements(diffrax.AbstractPath):
         return (self.t1 - self.t0) / self.n_steps
 
     @property
-    def times(self) -> Real[Array, " n_steps+1"]:
-        """The grid t0 < t1 < ... < t_{n_steps} = t1."""
+    def times(self) -> Real[Array, " n_times"]:
+        """The grid t0 < t1 < ... < t_{n_steps} = t1: n_times = n_steps + 1 points (the
+        annotation cannot say so: a method binds no axis of `self`)."""
         k = jnp.arange(self.n_steps + 1, dtype=self.increments.dtype)
         times = self.t0 + (self.t1 - self.t0) * k / self.n_steps
         # The ends exactly, whatever the rounding: diffrax checks saved times against them.

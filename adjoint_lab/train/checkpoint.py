@@ -35,7 +35,9 @@ def _describe(leaf: Any) -> str:
     return f"{tuple(np.shape(leaf))} {np.dtype(getattr(leaf, 'dtype', type(leaf)))}"
 
 
-def _mismatches(stored: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+def _mismatches(stored: Any, expected: Mapping[str, Any]) -> list[str]:
+    """`stored`: orbax's `TreeMetadata` of the saved state, read like a mapping (it is not a
+    `Mapping`)."""
     problems = []
     for key in sorted(set(stored) | set(expected)):
         if key not in stored:

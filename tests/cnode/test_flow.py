@@ -68,11 +68,13 @@ def test_jit_vmap_grad_and_integrator_options():
         (lambda s, z: jnp.ones(2), ONE, jnp.ones(1), r"\[n, k\] = \[1, 2\] matrix"),
     ],
 )
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_wrong_shapes_are_named(direction, jacobian, z, match):
     with pytest.raises(ValueError, match=match):
         cnode.characteristic_flow(direction, jacobian, z)
 
 
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_a_loose_controller_is_refused_with_the_bundle_named():
     with pytest.raises(TypeError, match=r"must be an `adjoint_lab.core.Integrator"):
         cnode.characteristic_flow(lambda s, z: z, ONE, jnp.ones(1), integrator=diffrax.Tsit5())

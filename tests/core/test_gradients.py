@@ -335,6 +335,7 @@ def test_backsolve_options_need_a_pid_controller():
         (lambda: BacksolveAdjoint(max_steps=1.5), r"max_steps=1\.5"),
     ],
 )
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_invalid_fields_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make()

@@ -173,6 +173,7 @@ def test_stats_under_vmap_are_per_trajectory_and_dt0_none_starts_at_0_01():
         (dict(controller="pid"), TypeError, r"controller='pid'.*AbstractStepSizeController"),
     ],
 )
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_invalid_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         solve(_linear, 0.0, 1.0, Y0, A, **kwargs)

@@ -130,6 +130,7 @@ def test_backsolve_replays_the_increments_backwards():
     assert errors[0] < 0.05 and errors[1] < errors[0] / 2, errors
 
 
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_errors(brownian):
     with pytest.raises(ValueError, match=r"shape \(n_steps, \*shape\)"):
         core.BrownianIncrements(jnp.zeros(()), t1=1.0)

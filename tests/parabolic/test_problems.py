@@ -135,6 +135,7 @@ def test_ou_sign_of_the_paper_is_wrong():
     assert abs(problem.exact(T, jnp.array([x])) - with_plus) > 0.09
 
 
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_problem_parameter_errors():
     with pytest.raises(ValueError, match="sigma"):
         P.OrnsteinUhlenbeckDensity(sigma=0.0)

@@ -54,11 +54,13 @@ def test_layer_parameters_carry_the_layer_mesh_axis(tiny):
         ({"method": "adjoint", "layout": "pipeline", "mesh": object()}, "layout='pipeline'"),
     ],
 )
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_bad_options_name_the_argument(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
         ssm.value_and_grad(tiny, jnp.zeros((1, 5), jnp.int32), **kwargs)
 
 
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_bad_tokens_are_refused_with_their_position(tiny):
     tokens = jnp.zeros((2, 6), jnp.int32).at[1, 4].set(32)
     with pytest.raises(ValueError, match=r"token id 32 at \[batch 1, position 4\]"):
