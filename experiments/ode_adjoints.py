@@ -329,8 +329,11 @@ def accuracy_rows(
             grads = fn(*args)
             error = _error(grads, ref)
         except Exception as e:  # noqa: BLE001 - a failed solve is a result here
-            rows.append({**base, "note": f"failed: {type(e).__name__}: {str(e)[:80]}"})
-            print(problem.name, method, "failed", str(e)[:300], flush=True)
+            # One line for the tables: equinox puts the stack first and the message last.
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            message = lines[-1][:160] if lines else ""
+            rows.append({**base, "note": f"failed: {type(e).__name__}: {message}"})
+            print(problem.name, method, "failed", str(e), flush=True)
             continue
         if not cost:
             row = {**base, "rel_error": error}
