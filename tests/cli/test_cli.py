@@ -84,7 +84,8 @@ def test_a_gradient_option_the_method_does_not_take_is_refused(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "adjoint-lab: error: gradient.checkpoints=3 is invalid: gradient=adjoint takes "
-        "loss_chunk (checkpoints is an option of gradient=checkpointed, interpolating)"
+        "loss_chunk, schedule, chunk (checkpoints is an option of gradient=checkpointed, "
+        "interpolating)"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before any run started
 
