@@ -143,13 +143,13 @@ def chunkwise_value_and_grad(
     n_chunks = T // chunk
     take = ft.partial(lax.dynamic_slice_in_dim, slice_size=chunk, axis=0)
 
-    def chunk_states(r: Array, h_in: Array) -> Array:
+    def chunk_states(r: Array, h_in: Array | None) -> Array:
         def layer(r: Array, xs: tuple[LayerWeights, Array]):
             w, h0 = xs
             r, states = layer_forward(w, r, h0, eps)
             return r, states.h
 
-        return lax.scan(layer, r, (layers, h_in))[1]
+        return lax.scan(layer, r, (layers, h_in))[1]  # pyright: ignore[reportArgumentType]
 
     # Forward: the states of every layer and token, written in place chunk by chunk.
     spec = jax.eval_shape(lambda t: chunk_states(embed(table, take(t, 0)), None), inputs)
