@@ -565,7 +565,9 @@ class _ContinuousAdjoint(_CustomLoopAdjoint):
         return final_state, aux, residuals
 
     @abc.abstractmethod
-    def _integrate(self, field, lam, mu, tau_hi, tau_lo, *, solver, dt0, max_steps, dense):
+    def _integrate(
+        self, field, lam, mu, tau_hi, tau_lo, *, solver, dt0, max_steps, dense
+    ) -> tuple[Any, Any]:
         """Integrate (lam, mu) from tau_hi back to tau_lo; returns (lam, mu)."""
 
     def _nested_solve(self, term, solver, y0, tau_hi, tau_lo, dt0, max_steps, saveat):
@@ -670,6 +672,7 @@ class GaussDiffraxAdjoint(_ContinuousAdjoint):
             diffrax.SaveAt(t1=True, solver_state=True),
         )
         lam = jtu.tree_map(lambda x: x[0], sol.ys)
+        assert sol.solver_state is not None  # SaveAt(solver_state=True) above
         _, dmu = sol.solver_state
         return lam, _add(mu, dmu)
 
@@ -695,8 +698,10 @@ class QuadratureDiffraxAdjoint(_ContinuousAdjoint):
         lam_new = jtu.tree_map(lambda x: x[0], sol.ys)
         # Over each backward step (one polynomial of lam), split at the forward step ends
         # (one polynomial of y): every Gauss-Legendre rule sees a smooth integrand.
-        backward_ts = sol.interpolation.ts
-        count = sol.interpolation.ts_size - 1
+        interpolation = sol.interpolation
+        assert interpolation is not None  # SaveAt(dense=True) above
+        backward_ts = interpolation.ts
+        count = interpolation.ts_size - 1
 
         def body(j, mu):
             a = backward_ts[j]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import TypeGuard
 
 import diffrax
 import equinox as eqx
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-def _is_int(x: object) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 

@@ -86,6 +86,9 @@ __all__ = [
 # The algebra of a transition: how to compose two, apply one, transpose one.
 # --------------------------------------------------------------------------------------
 
+# What `prepare` hands back: the transitions and vectors, then each state (None for zero).
+_Prepared = tuple[Array, Array, *tuple[Array | None, ...]]
+
 
 class AbstractTransition(eqx.Module):
     """The kind of transition `a_t` of `h_t = a_t h_{t-1} + b_t`: how two compose, how one
@@ -114,7 +117,7 @@ class AbstractTransition(eqx.Module):
     @abc.abstractmethod
     def prepare(
         self, fn: str, names: tuple[str, ...], a: ArrayLike, b: ArrayLike, *rest: Any
-    ) -> tuple[Any, ...]:
+    ) -> _Prepared:
         """`a`, `b` (transitions and per-step vectors, time on axis 0) and the states `rest`
         (None for zero) as arrays of one float dtype and checked shapes; errors name the
         function `fn` and the arguments `names`."""
@@ -393,7 +396,7 @@ def _check_positive_int(fn: str, name: str, value: object) -> None:
 
 def _diagonal_args(
     fn: str, names: tuple[str, ...], a: ArrayLike, b: ArrayLike, *rest: ArrayLike | None
-) -> tuple[Array, ...]:
+) -> _Prepared:
     """Broadcast `a`, `b` to one `[T, *state]` shape and a common float dtype, and `rest`
     (initial or final states, None for zero) to `state`; `names` names them all."""
     a_name, b_name = names[:2]
@@ -417,10 +420,10 @@ def _diagonal_args(
         ) from None
     if shape[0] == 0:
         raise ValueError(f"`{fn}`: the sequences have length T=0; they need T >= 1 steps.")
-    out = [jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape)]
-    for name, x in zip(names[2:], rest, strict=True):
-        out.append(_state(fn, name, x, shape[1:], dtype))
-    return tuple(out)
+    states = (
+        _state(fn, name, x, shape[1:], dtype) for name, x in zip(names[2:], rest, strict=True)
+    )
+    return (jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape), *states)
 
 
 def _state(
@@ -441,7 +444,7 @@ def _state(
 
 def _dense_args(
     fn: str, names: tuple[str, ...], A: ArrayLike, b: ArrayLike, *rest: ArrayLike | None
-) -> tuple[Array, ...]:
+) -> _Prepared:
     a_name, b_name = names[:2]
     dtype = _float_dtype(A, b, *(x for x in rest if x is not None))
     A = jnp.asarray(A, dtype)
@@ -563,11 +566,11 @@ def boundary_states(
 
 
 def affine_scan(
-    a: Inexact[ArrayLike, " T *state"],
-    b: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
+    b: Inexact[ArrayLike, " #T *#state"],
     *,
     transition: AbstractTransition = _DIAGONAL,
-) -> tuple[Inexact[Array, " T *state"], Inexact[Array, " T *state"]]:
+) -> tuple[Inexact[Array, " T ..."], Inexact[Array, " T *state"]]:
     """The first `t` steps of `h_t = a_t h_{t-1} + b_t` composed, for every `t`: the
     transport `Φ_t = a_t ⋯ a_1` and the state `h_t` from `h_0 = 0`, so that from any `h_0`
     the state is `Φ_t h_0 + h_t` (how a device combines its chunk of time with the state
@@ -589,8 +592,8 @@ def affine_scan(
 
 
 def associative_recurrence(
-    a: Inexact[ArrayLike, " T *state"],
-    b: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
+    b: Inexact[ArrayLike, " #T *#state"],
     h0: Inexact[ArrayLike, " *state"] | None = None,
     *,
     transition: AbstractTransition = _DIAGONAL,
@@ -616,8 +619,8 @@ def associative_recurrence(
 
 
 def sequential_recurrence(
-    a: Inexact[ArrayLike, " T *state"],
-    b: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
+    b: Inexact[ArrayLike, " #T *#state"],
     h0: Inexact[ArrayLike, " *state"] | None = None,
     *,
     transition: AbstractTransition = _DIAGONAL,
@@ -653,8 +656,8 @@ def sequential_recurrence(
 
 
 def linear_recurrence(
-    a: Inexact[ArrayLike, " T *state"],
-    b: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
+    b: Inexact[ArrayLike, " #T *#state"],
     h0: Inexact[ArrayLike, " *state"] | None = None,
     *,
     transition: AbstractTransition = _DIAGONAL,
@@ -694,7 +697,7 @@ def linear_recurrence(
 
 
 def adjoint_states(
-    a: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
     c: Inexact[ArrayLike, " T *state"],
     *,
     transition: AbstractTransition = _DIAGONAL,
@@ -721,14 +724,14 @@ def adjoint_states(
 
 
 def linear_recurrence_vjp(
-    a: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
     h: Inexact[ArrayLike, " T *state"],
     c: Inexact[ArrayLike, " T *state"],
     h0: Inexact[ArrayLike, " *state"] | None = None,
     *,
     carry: Inexact[ArrayLike, " *state"] | None = None,
     transition: AbstractTransition = _DIAGONAL,
-) -> tuple[Inexact[Array, " T *state"], Inexact[Array, " T *state"], Inexact[Array, " *state"]]:
+) -> tuple[Inexact[Array, " T ..."], Inexact[Array, " T *state"], Inexact[Array, " *state"]]:
     """The gradients of `h = linear_recurrence(a, b, h0)` from its states and cotangents.
 
     This is the backward pass of `linear_recurrence`, exposed for methods (such as adjoint
@@ -769,8 +772,8 @@ def linear_recurrence_vjp(
 
 
 def chunked_linear_recurrence(
-    a: Inexact[ArrayLike, " T *state"],
-    b: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
+    b: Inexact[ArrayLike, " #T *#state"],
     h0: Inexact[ArrayLike, " *state"] | None = None,
     *,
     chunk: int,
@@ -808,7 +811,7 @@ def chunked_linear_recurrence(
 
 
 def windowed_adjoint_states(
-    a: Inexact[ArrayLike, " T *state"],
+    a: Inexact[ArrayLike, " #T ..."],
     c: Inexact[ArrayLike, " T *state"],
     *,
     window: int,

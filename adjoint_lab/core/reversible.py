@@ -143,11 +143,13 @@ class AbstractReversibleSolver(diffrax.AbstractSolver):
         """The solver state at the start of the solve."""
 
     @abc.abstractmethod
-    def forward_map(self, velocity: Velocity, t0, t1, y0, s0, *, error: bool = False):
+    def forward_map(
+        self, velocity: Velocity, t0, t1, y0, s0, *, error: bool = False
+    ) -> tuple[PyTree, PyTree, PyTree | None]:
         """One step: returns `(y1, s1, error estimate or None)`."""
 
     @abc.abstractmethod
-    def inverse_map(self, velocity: Velocity, t0, t1, y1, s1):
+    def inverse_map(self, velocity: Velocity, t0, t1, y1, s1) -> tuple[PyTree, PyTree]:
         """The exact inverse of `forward_map` (up to rounding): returns `(y0, s0)`."""
 
     def reverse_step(self, velocity_p, params, t0, t1, y1, s1, y1_bar, s1_bar):

@@ -407,13 +407,9 @@ class AggregatedVJP(AbstractLayerVJP):
 
     def __call__(self, w, r_in, a, h, G, eps):
         window = self.window
-        if window is None:
-            adjoint: AdjointFn = adjoint_states
-        else:
-
-            def adjoint(a: Array, c: Array) -> Array:
-                return windowed_adjoint_states(a, c, window=window)
-
+        adjoint: AdjointFn = (
+            adjoint_states if window is None else ft.partial(windowed_adjoint_states, window=window)
+        )
         dw, dr, _ = layer_backward(w, r_in, a, h, G, eps=eps, adjoint=adjoint)
         return dw, dr
 

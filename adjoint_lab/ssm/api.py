@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools as ft
-from collections.abc import Callable
 
 import jax
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from .config import SSMConfig
-from .layouts import AbstractLayout, layout_of
+from .layouts import AbstractLayout, GradientFn, layout_of
 from .methods import FORMS, METHODS, AbstractSSMGradient, gradient_method
 from .model import SSMLM, Weights
 from .tokens import check_tokens, default_chunk, prepare_tokens
@@ -42,8 +41,8 @@ def GradientOptions(  # noqa: N802 (the former options class; now builds the met
     Options left at their defaults (`None`, `form="aggregated"`) are not passed, so a method
     is never handed an option it does not take.
     """
-    options = {"window": window, "chunk": chunk, "loss_chunk": loss_chunk}
-    options = {k: v for k, v in options.items() if v is not None}
+    given: dict[str, object] = {"window": window, "chunk": chunk, "loss_chunk": loss_chunk}
+    options = {k: v for k, v in given.items() if v is not None}
     if form != "aggregated":
         options["form"] = form
     return gradient_method(method, **options)
@@ -56,7 +55,7 @@ def gradient_function(
     context: int,
     mesh: jax.sharding.Mesh | None = None,
     layout: AbstractLayout | str | None = None,
-) -> Callable[[Weights, Int[Array, "B T1"]], tuple[Float[Array, ""], Weights]]:
+) -> GradientFn:
     """The jitted pure function `(weights, tokens, target_weights=None) -> (loss, grads)` for
     a context of `context` next-token predictions (`tokens` of shape `[batch, context + 1]`).
 
@@ -76,6 +75,11 @@ def gradient_function(
     """
     method = gradient_method(method)
     if layout is not None:
+        if mesh is None:
+            raise ValueError(
+                f"layout={layout!r} runs on the devices of a mesh: pass mesh= as well, or "
+                "layout=None for one device."
+            )
         return layout_of(layout).gradient_function(method, config, context, mesh)
     inner = method.value_and_grad_fn(config, context)
     multiple = method.time_chunk(context)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from .config import SSMConfig
 from .loss import _chunks
@@ -21,7 +21,9 @@ __all__ = ["evaluation_function"]
 @ft.lru_cache(maxsize=16)
 def evaluation_function(
     config: SSMConfig, context: int, chunk: int | None = None
-) -> Callable[[Weights, Int[Array, "B T1"], Float[Array, "B T"]], tuple[Array, Array, Array]]:
+) -> Callable[
+    [Weights, Int[ArrayLike, "B T1"], Float[ArrayLike, "B T"]], tuple[Array, Array, Array]
+]:
     """A jitted `(weights, tokens, target_weights) -> (Σ w·loss, Σ w·correct, Σ w)`."""
     chunk = min(chunk or DEFAULT_LOSS_CHUNK, context)
     eps = config.norm_eps

@@ -328,7 +328,7 @@ def _layer_body(
     return _psum((loss, grads), data_axes)
 
 
-def _layer_at(layers: LayerWeights, i: Array) -> LayerWeights:
+def _layer_at(layers: LayerWeights, i: int | Array) -> LayerWeights:
     return jax.tree.map(lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), layers)
 
 

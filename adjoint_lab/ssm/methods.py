@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import functools as ft
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import equinox as eqx
 import jax
@@ -96,8 +96,11 @@ class AbstractSSMGradient(eqx.Module):
     """
 
     # Every subclass has a field `loss_chunk: int | None = None` (not an `AbstractVar` here,
-    # so that a subclass may put an option without default, `Truncated.window`, first).
+    # so that a subclass may put an option without default, `Truncated.window`, first); the
+    # declaration for the type checker makes no field.
     name: ClassVar[str]
+    if TYPE_CHECKING:
+        loss_chunk: int | None
 
     def __check_init__(self) -> None:
         _check_positive(type(self).__name__, "loss_chunk", self.loss_chunk)
@@ -199,6 +202,8 @@ class _AbstractChunked(AbstractSSMGradient):
     chunk boundaries; the loss of a chunk runs over `loss_chunk` tokens at a time."""
 
     # Subclasses have a field `chunk: int | None = None`.
+    if TYPE_CHECKING:
+        chunk: int | None
 
     def __check_init__(self) -> None:
         _check_positive(type(self).__name__, "chunk", self.chunk)
@@ -294,6 +299,8 @@ class _AbstractHighway(AbstractSSMGradient):
     it drops every path through later layers."""
 
     # Subclasses have a field `form: str = "aggregated"`.
+    if TYPE_CHECKING:
+        form: str
 
     def __check_init__(self) -> None:
         _check_form(type(self).__name__, self.form)
@@ -410,16 +417,18 @@ def gradient_method(name: str | AbstractSSMGradient, **options: object) -> Abstr
             "method='truncated' needs window= (the number of tokens each adjoint state "
             "sees), a positive int."
         )
+    # Checked above by name; each method's fields check the values.
+    kwargs = cast(dict[str, Any], options)
     if name == "adjoint":
-        options = _adjoint_options(**options)
-    return _BY_NAME[name](**options)
+        kwargs = _adjoint_options(**kwargs)
+    return _BY_NAME[name](**kwargs)
 
 
 def _adjoint_options(
     schedule: str | AbstractAdjointSchedule | None = None,
     chunk: int | None = None,
     loss_chunk: int | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """`Adjoint`'s keywords from names: the schedule object from `schedule=` and `chunk=`."""
     if schedule is None or isinstance(schedule, str):
         name = schedule or "chunkwise"

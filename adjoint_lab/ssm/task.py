@@ -246,7 +246,11 @@ def build(config: ExperimentConfig, method: AbstractSSMGradient | None = None) -
     method = _gradient_method(config) if method is None else method
     layout = _layout(config)
     mesh = make_mesh(config.mesh) if layout else None
-    if layout in ("layer", "layer_sequence") and model_config.num_layers % mesh.shape["layer"]:
+    if (
+        mesh is not None
+        and layout in ("layer", "layer_sequence")
+        and model_config.num_layers % mesh.shape["layer"]
+    ):
         raise ConfigError(
             "mesh.shape",
             list(config.mesh.shape),

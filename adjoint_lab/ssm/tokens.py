@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, Float, Int
 
 __all__ = ["DEFAULT_LOSS_CHUNK", "check_tokens", "default_chunk", "prepare_tokens"]
@@ -62,9 +62,9 @@ def check_tokens(tokens: Any, vocab_size: int) -> None:
         raise ValueError(
             f"tokens must be int ids of shape [batch, T+1] with T >= 1; got shape {shape}."
         )
-    if not jnp.issubdtype(dtype, jnp.integer):
+    if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
         raise ValueError(f"tokens must be integer ids, got dtype {dtype}.")
-    if isinstance(tokens, jax.core.Tracer):
+    if isinstance(tokens, Tracer):
         return  # traced: the range cannot be checked here
     ids = np.asarray(tokens)
     bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))

@@ -149,7 +149,6 @@ def _dense_windowed_loop(A, c, window):
 
 
 @pytest.mark.parametrize("with_h0", [True, False])
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_linear_recurrence_matches_scan_and_its_gradient(with_h0):
     a, b, h0, w = _diagonal_data()
     h0 = h0 if with_h0 else None
@@ -180,13 +179,11 @@ def test_chunked_matches_scan_and_its_gradient(chunk):
     assert_tree_allclose(_chunked(chunk)(a, b, h0, w), _reference(a, b, h0, w), **TOL)
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_chunked_without_h0():
     a, b, _, w = _diagonal_data(seed=2)
     assert_tree_allclose(_chunked(4)(a, b, None, w), _reference(a, b, None, w), **TOL)
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_broadcast_transitions():
     # `a` of shape (1, 2, 1): time-invariant and shared over the last axis. Its gradient is
     # the sum over the broadcast axes.
@@ -222,7 +219,6 @@ def test_complex_recurrence():
     assert_tree_allclose(grad(linear_recurrence, a, b, h0), grad(_scan_reference, a, b, h0), **TOL)
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_dense_matches_scan_and_its_gradient():
     A, b, h0, w = _dense_data()
     expected = _dense_reference(A, b, h0, w)
@@ -236,7 +232,6 @@ def test_dense_matches_scan_and_its_gradient():
 # ----------------------------------------------------------------------------- adjoint pieces
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_adjoint_states_and_vjp():
     a, b, h0, c = _diagonal_data(seed=5)
     assert_tree_allclose(_adjoint_states(a, c), _adjoint_loop(a, c), **TOL)
@@ -254,7 +249,6 @@ def test_adjoint_states_and_vjp():
     assert_tree_allclose(ours, run(jnp.zeros(STATE))[1], **TOL)
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_vjp_with_a_carry_from_the_steps_after():
     # On the first 7 steps of a sequence, the VJP with the adjoint carried back from steps
     # 8.. equals the whole sequence's VJP restricted to them.
@@ -266,7 +260,6 @@ def test_vjp_with_a_carry_from_the_steps_after():
     assert_tree_allclose(part, (whole[0][:7], whole[1][:7], whole[2]), **TOL)
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_dense_adjoint_states_and_vjp():
     A, b, h0, c = _dense_data(seed=7)
     mu = np.array(c)
@@ -286,7 +279,6 @@ def test_dense_adjoint_states_and_vjp():
 # ----------------------------------------------------------------------------- vmap, jit
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_vmap_and_jit():
     batch = [_diagonal_data(seed=10 + i) for i in range(2)]
     a, b, h0, w = (np.stack(x) for x in zip(*batch, strict=True))
@@ -359,7 +351,6 @@ def test_windowed_is_stable_where_the_subtraction_cancels():
     assert error > 1e-10 * np.abs(expected[:32]).max(), error  # the test case is a hard one
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_dense_windowed_matches_the_double_sum():
     A, _, _, c = _dense_data(seed=32, length=_WINDOWED_T)
     A[4] = 0.0  # a zero transition cuts every window through it
@@ -373,7 +364,6 @@ def test_dense_windowed_matches_the_double_sum():
 # ----------------------------------------------------------------------------- memory
 
 
-@pytest.mark.untyped("core.recurrence returns None for an Array (typecheck_findings)")
 def test_chunked_gradient_memory():
     # Compile-time memory of the gradient at T=4096, D=64, float32 (nothing is run).
     length, width, chunk = 4096, 64, 64
