@@ -11,10 +11,18 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
-from .app import CONFIG_MODULE, composition_error, register_configs, to_experiment_config
+from .app import (
+    CONFIG_MODULE,
+    composition_error,
+    missing_plugin,
+    register_configs,
+    to_experiment_config,
+)
 from .config import ConfigError
+from .train import MissingExtraError
 
 # Errors a user fixes by changing input: printed as one line, exit status 2, no traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
@@ -100,6 +108,12 @@ def _check_composition(argv: list[str]) -> None:
 
 def main() -> None:
     register_configs()
+    try:
+        missing = missing_plugin([a for a in sys.argv[1:] if not a.startswith("-")])
+    except OverrideParseException:  # Hydra reports it below, in its own words
+        missing = None
+    if missing is not None:
+        _fail(MissingExtraError(missing))
     _check_composition(sys.argv[1:])
     _app()
 

@@ -11,6 +11,7 @@ from .compose import CONFIG_DIR as CONFIG_DIR
 from .compose import CONFIG_MODULE as CONFIG_MODULE
 from .compose import compose_config as compose_config
 from .compose import composition_error as composition_error
+from .compose import missing_plugin as missing_plugin
 from .compose import register_configs as register_configs
 from .compose import to_experiment_config as to_experiment_config
 from .summary import SweepSummary as SweepSummary

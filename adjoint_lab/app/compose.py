@@ -207,3 +207,67 @@ def compose_config(*overrides: str) -> ExperimentConfig:
                 raise
             raise explained from error
     return to_experiment_config(composed)
+
+
+# The Hydra plugins of the `sweeps` extra, by the `hydra/<group>` option each provides.
+_PLUGINS: dict[tuple[str, str], tuple[str, str]] = {
+    ("sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+    ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    ("launcher", "submitit_slurm"): (
+        "hydra_plugins.hydra_submitit_launcher",
+        "hydra-submitit-launcher",
+    ),
+    ("launcher", "submitit_local"): (
+        "hydra_plugins.hydra_submitit_launcher",
+        "hydra-submitit-launcher",
+    ),
+}
+
+
+def _hydra_choices(group: str, option: str) -> list[tuple[str, str]]:
+    """The `hydra/<group>: <option>` overrides in the defaults list of our config file
+    `<group>/<option>.yaml` (e.g. `hparams_search=node_spiral_optuna` picks the Optuna
+    sweeper)."""
+    path = CONFIG_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return []
+    defaults = OmegaConf.load(path).get("defaults") or []
+    choices = []
+    for entry in defaults:
+        if not isinstance(entry, DictConfig):
+            continue
+        for key, value in entry.items():
+            name = str(key).removeprefix("override ").strip().lstrip("/")
+            if name.startswith("hydra/") and isinstance(value, str):
+                choices.append((name.removeprefix("hydra/"), value))
+    return choices
+
+
+def missing_plugin(overrides: Sequence[str]) -> str | None:
+    """What to install when the command line picks a Hydra launcher or sweeper (directly, as
+    `hydra/launcher=joblib`, or through one of our groups, as `cluster=slurm`) whose plugin is
+    not installed; `None` when every plugin it picks is there.
+
+    Hydra itself would only say that it cannot find `hydra/sweeper/optuna`."""
+    import importlib.util
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override() or not isinstance(override.value(), str):
+            continue
+        group, option = override.key_or_group, str(override.value())
+        if group.startswith("hydra/"):
+            picks = [(group.removeprefix("hydra/"), option)]
+        else:
+            picks = _hydra_choices(group, option)
+        for pick in picks:
+            if pick not in _PLUGINS:
+                continue
+            module, package = _PLUGINS[pick]
+            if importlib.util.find_spec(module) is None:
+                return (
+                    f"{group}={option} uses Hydra's {pick[1]} {pick[0]}, whose plugin "
+                    f"{package} is not installed; install the sweeps extra: "
+                    "pip install 'adjoint_lab[sweeps]' (or pip install -e \".[sweeps]\" in a "
+                    "clone)."
+                )
+    return None

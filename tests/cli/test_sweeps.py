@@ -134,3 +134,42 @@ def test_slurm_cluster_config_submits_one_distributed_job_per_sweep_point():
     assert config.distributed.enabled
     assert config.distributed.coordinator_address is None
     assert config.distributed.num_processes is None and config.distributed.process_id is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["hparams_search=node_spiral_optuna"], "hparams_search=node_spiral_optuna"),
+        (["-m", "cluster=slurm", "train.steps=2"], "cluster=slurm"),
+        (["-m", "hydra/launcher=joblib", "optim.lr=1e-3,1e-2"], "hydra/launcher=joblib"),
+    ],
+)
+def test_a_missing_sweeps_plugin_is_one_line_naming_the_extra(argv, names, monkeypatch, capsys):
+    import importlib.util
+
+    import adjoint_lab.__main__ as cli_main
+
+    find_spec = importlib.util.find_spec
+    hidden = lambda name, *a, **k: (
+        None if name.startswith("hydra_plugins.") else find_spec(name, *a, **k)
+    )
+    monkeypatch.setattr(importlib.util, "find_spec", hidden)
+    monkeypatch.setattr("sys.argv", ["adjoint-lab", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"adjoint-lab: error: {names} uses Hydra's"), err
+    assert "pip install 'adjoint_lab[sweeps]'" in err and "\n" not in err
+
+
+def test_installed_sweeps_plugins_pass_the_plugin_check():
+    from adjoint_lab.app import missing_plugin
+
+    for argv in (
+        ["hparams_search=node_spiral_optuna"],
+        ["cluster=slurm"],
+        ["hydra/launcher=joblib"],
+    ):
+        assert missing_plugin(argv) is None, argv
+    assert missing_plugin(["gradient=adjoint,backsolve", "optim.lr=1e-3"]) is None
