@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -61,3 +63,33 @@ def test_associative_recall_answer_is_the_value_of_the_queried_key():
         assert np.array_equal(row[1:][w == 1], [answer])
     with pytest.raises(ValueError, match="distinct keys"):
         associative_recall(np.random.default_rng(0), 1, 20, 30)
+
+
+def test_spiral_reference_trajectories_match_an_independent_float64_solve():
+    # The task's data comes from SciPy; check it against diffrax's Dopri5 in float64, and that
+    # the seeds and noise give what the task promises (the sets differ, noise of that size).
+    import dataclasses
+
+    import diffrax
+
+    from adjoint_lab.core import solve
+    from adjoint_lab.tasks.node_spiral import SpiralDataConfig, spiral_field, spiral_trajectories
+
+    config = dataclasses.replace(SpiralDataConfig(), n_times=21, noise=0.0)
+    train, test = spiral_trajectories(config, (3, 2), (0, 1))
+    assert train.shape == (3, 21, 2) and test.shape == (2, 21, 2)
+    ts = jnp.linspace(0.0, config.t1, config.n_times)
+
+    def one(y0):
+        controller = diffrax.PIDController(rtol=1e-11, atol=1e-11)
+        return solve(
+            spiral_field, 0.0, config.t1, y0, solver=diffrax.Dopri5(), controller=controller, ts=ts
+        ).ys
+
+    both = np.concatenate([train, test])
+    want = jax.jit(jax.vmap(one))(jnp.asarray(both[:, 0], jnp.float64))
+    np.testing.assert_allclose(both, want, rtol=0, atol=1e-8)
+    assert not np.allclose(train[0, 0], test[0, 0])
+    noisy = dataclasses.replace(config, noise=0.01)
+    (with_noise,) = spiral_trajectories(noisy, (3,), (0,))
+    assert 0.005 < np.std(with_noise - train) < 0.02
