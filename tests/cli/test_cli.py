@@ -1,4 +1,5 @@
-"""The command line as a user runs it: a fresh Python process per command."""
+"""The command line as a user runs it: a fresh Python process per command, or, for commands
+refused before anything runs, the same entry point called in this process."""
 
 from __future__ import annotations
 
@@ -33,6 +34,24 @@ def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
     )
 
 
+def refused(capsys, *args: str, cwd: Path) -> tuple[int, str]:
+    """`adjoint-lab <args>` through the console script's own `main`, for a command that must
+    stop before Hydra runs a job: its exit status and stderr. (A process per refusal would
+    spend its seconds importing JAX to print one line.)"""
+    from contextlib import chdir
+    from unittest import mock
+
+    from adjoint_lab.__main__ import main
+
+    capsys.readouterr()
+    with chdir(cwd), mock.patch.object(sys, "argv", ["adjoint-lab", *args]):
+        try:
+            main()
+        except SystemExit as exit_:
+            return int(exit_.code or 0), capsys.readouterr().err
+    raise AssertionError(f"adjoint-lab {' '.join(args)} ran instead of being refused")
+
+
 def test_quick_run_writes_metrics_plot_checkpoint_and_summary(tmp_path):
     run_dir = tmp_path / "run"
     done = cli(*QUICK, f"hydra.run.dir={run_dir}", cwd=tmp_path)
@@ -49,11 +68,12 @@ def test_quick_run_writes_metrics_plot_checkpoint_and_summary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_bad_value_is_one_line_and_nonzero(tmp_path):
-    done = cli("optim.lr=-1", cwd=tmp_path)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert lines == ["adjoint-lab: error: optim.lr=-1.0 is invalid: must be > 0"]
+def test_bad_value_is_one_line_and_nonzero(tmp_path, capsys):
+    status, err = refused(capsys, "optim.lr=-1", cwd=tmp_path)
+    assert status == 2
+    assert err.strip().splitlines() == ["adjoint-lab: error: optim.lr=-1.0 is invalid: must be > 0"]
+    # Refused once the job has started (the devices are known only then), in a process of its
+    # own as a user meets it.
     done = cli("mesh.shape=[64]", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(
@@ -62,27 +82,28 @@ def test_bad_value_is_one_line_and_nonzero(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_an_option_a_section_lacks_is_one_line_naming_what_it_takes(tmp_path):
-    done = cli("optim.learning_rate=0.1", cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+def test_an_option_a_section_lacks_is_one_line_naming_what_it_takes(tmp_path, capsys):
+    status, err = refused(capsys, "optim.learning_rate=0.1", cwd=tmp_path)
+    assert status == 2
+    assert err.strip().splitlines() == [
         "adjoint-lab: error: optim.learning_rate=0.1 is invalid: optim takes name, lr, "
         "weight_decay, momentum, b1, b2, schedule, warmup_steps, decay_boundaries, "
         "decay_factor, clip_norm"
     ]
 
 
-def test_a_gradient_option_the_method_does_not_take_is_refused(tmp_path):
+def test_a_gradient_option_the_method_does_not_take_is_refused(tmp_path, capsys):
     # `checkpointed` exists for ODE tasks and the SSM task, with different options.
-    done = cli("gradient=checkpointed", "gradient.chunk=8", cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    status, err = refused(capsys, "gradient=checkpointed", "gradient.chunk=8", cwd=tmp_path)
+    assert status == 2
+    assert err.strip().splitlines() == [
         "adjoint-lab: error: gradient.chunk=8 is invalid: gradient=checkpointed takes "
         "checkpoints, max_steps for the node_spiral task"
     ]
-    done = cli("experiment=ssm_lm", "gradient=adjoint", "gradient.checkpoints=3", cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    argv = ("experiment=ssm_lm", "gradient=adjoint", "gradient.checkpoints=3")
+    status, err = refused(capsys, *argv, cwd=tmp_path)
+    assert status == 2
+    assert err.strip().splitlines() == [
         "adjoint-lab: error: gradient.checkpoints=3 is invalid: gradient=adjoint takes "
         "loss_chunk, schedule, chunk (checkpoints is an option of gradient=checkpointed, "
         "interpolating)"
