@@ -405,3 +405,29 @@ def test_quadrature_adjoints_on_a_stiff_problem(gradient):
 
     ours = jax.jit(jax.grad(loss, argnums=(0, 1)))(STIFF_A, y0)
     assert relative_error(ours, jax.grad(exact, argnums=(0, 1))(STIFF_A, y0)) < 1e-5
+
+
+def test_reversible_coupling_diverges_on_a_long_oscillation_where_tsit5_does_not():
+    # Why ReversibleAdjoint fails on Lotka-Volterra over many periods (results/ode_adjoints.md):
+    # the difference y - z of the two states evolves as d' = (lam - h J) d, so on a rotation
+    # (J with eigenvalues +-i w) it grows once h w > sqrt(1 - lam^2) (0.045 at lam = 0.999),
+    # step sizes that the base solver's error control accepts. Over ten periods it explodes.
+    def lotka(t, y, theta):
+        a, b, c, d = theta
+        return jnp.stack([a * y[0] - b * y[0] * y[1], d * y[0] * y[1] - c * y[1]])
+
+    theta, y0 = jnp.array([1.5, 1.0, 3.0, 1.0]), jnp.array([1.0, 1.0])
+
+    @ft.partial(jax.jit, static_argnums=0)
+    def end(solver):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lotka), solver, 0.0, 36.0, None, y0, args=theta,
+            stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-10),
+            max_steps=20_000, saveat=diffrax.SaveAt(t1=True), throw=False,
+        )  # fmt: skip
+        return sol.result == diffrax.RESULTS.successful, jnp.max(jnp.abs(sol.ys))
+
+    ok, size = end(diffrax.Tsit5())
+    assert ok and size < 10
+    ok, size = end(Reversible(diffrax.Tsit5()))
+    assert not ok and size > 1e3
