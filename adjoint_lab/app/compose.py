@@ -231,9 +231,10 @@ def _hydra_choices(group: str, option: str) -> list[tuple[str, str]]:
     path = CONFIG_DIR / group / f"{option}.yaml"
     if not path.is_file():
         return []
-    defaults = OmegaConf.load(path).get("defaults") or []
+    loaded = OmegaConf.load(path)
+    defaults = loaded.get("defaults") if isinstance(loaded, DictConfig) else None
     choices = []
-    for entry in defaults:
+    for entry in defaults or []:
         if not isinstance(entry, DictConfig):
             continue
         for key, value in entry.items():
