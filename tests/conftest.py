@@ -21,9 +21,15 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # The tests' arrays are tiny, so XLA:CPU's LLVM optimisation is mostly compile time spent for
 # nothing: at optimisation level 0 the copying-task test compiles in 14 s instead of 35 s. The
 # kernels run slower (about 10x on the parabolic evaluation, whose test is sized for it); what
-# they compute is unchanged. ADJOINT_LAB_TEST_FAST_COMPILE=0 tests with the default compiler.
+# they compute is unchanged. XLA:CPU's older elemental emitter compiles the many small fusions
+# of a diffrax solve faster than its fusion emitters: 16 s of backend compilation instead of 27 s
+# on tests/core/test_ode.py and test_gradients.py. ADJOINT_LAB_TEST_FAST_COMPILE=0 tests with the
+# default compiler.
 if os.environ.get("ADJOINT_LAB_TEST_FAST_COMPILE", "1") == "1":
-    _fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    _fast = (
+        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+        " --xla_cpu_use_fusion_emitters=false"
+    )
     if _fast not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit the controller's
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_fast}".strip()
 
