@@ -19,19 +19,22 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # The tests' arrays are tiny, so XLA:CPU's LLVM optimisation is mostly compile time spent for
-# nothing: at optimisation level 0 the copying-task test compiles in 14 s instead of 35 s. The
-# kernels run slower (about 10x on the parabolic evaluation, whose test is sized for it); what
-# they compute is unchanged. XLA:CPU's older elemental emitter compiles the many small fusions
-# of a diffrax solve faster than its fusion emitters: 16 s of backend compilation instead of 27 s
-# on tests/core/test_ode.py and test_gradients.py. ADJOINT_LAB_TEST_FAST_COMPILE=0 tests with the
+# nothing: with jax_disable_most_optimizations (backend optimisation level 0, no expensive LLVM
+# passes) the copying-task test compiles in 14 s instead of 35 s. What the kernels compute is
+# unchanged, but they run slower: about 3x on the parabolic training step. Tests whose time is
+# execution, not compilation, are marked `optimized` and run with the full compiler (the
+# fixture below); the flag is read at each compilation, so it can change between tests.
+# XLA:CPU's older elemental emitter compiles the many small fusions of a diffrax solve faster
+# than its fusion emitters: 16 s of backend compilation instead of 27 s on
+# tests/core/test_ode.py and test_gradients.py. Both settings reach the CLI, notebook and
+# install subprocesses through the environment. ADJOINT_LAB_TEST_FAST_COMPILE=0 tests with the
 # default compiler.
-if os.environ.get("ADJOINT_LAB_TEST_FAST_COMPILE", "1") == "1":
-    _fast = (
-        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-        " --xla_cpu_use_fusion_emitters=false"
-    )
-    if _fast not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit the controller's
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_fast}".strip()
+FAST_COMPILE = os.environ.get("ADJOINT_LAB_TEST_FAST_COMPILE", "1") == "1"
+if FAST_COMPILE:
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    _emitter = "--xla_cpu_use_fusion_emitters=false"
+    if _emitter not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit the controller's
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_emitter}".strip()
 
 import jax  # noqa: E402
 
@@ -63,6 +66,20 @@ def pytest_collection_modifyitems(config, items):
             reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
             why = f"untyped under ADJOINT_LAB_TYPECHECK: {reason}"
             item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture(autouse=True)
+def _optimized_compiler(request):
+    """Under `@pytest.mark.optimized`, compile with XLA's full optimisation: for tests whose
+    time is running small kernels many times, not compiling them."""
+    if not FAST_COMPILE or request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.fixture

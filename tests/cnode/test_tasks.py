@@ -61,6 +61,7 @@ def test_missing_image_files_fail_with_the_expected_names(tmp_path):
     assert info.value.field == "data.root" and str(tmp_path) in str(info.value)
 
 
+@pytest.mark.optimized  # execution-bound: tests/conftest.py
 def test_digits_training_decreases_the_loss(tmp_path):
     config = load(
         "experiment=cnode_digits",

@@ -49,6 +49,7 @@ def test_batches_depend_only_on_the_step():
     assert np.all((x >= 0.1) & (x <= 0.6))
 
 
+@pytest.mark.optimized  # execution-bound: tests/conftest.py
 def test_training_improves_the_ngo_and_the_baselines_match_the_exact_solution(tmp_path):
     config = compose_config(*SMALL, "optim.warmup_steps=5")
     task = TASKS[config.task].build(config)
