@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -298,6 +299,30 @@ def _count(problem: Problem, kw: dict):
     )
 
 
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
+def failure_line(e: BaseException, limit: int = 200) -> str:
+    """`Type: first sentence of the message`, on one line, for a table cell.
+
+    equinox wraps a runtime error as the stack outside and inside JIT, then the message
+    (`equinox.EquinoxRuntimeError: ...`), then its debugging hints, so neither the first
+    nor the last line of `str(e)` is the reason.
+    """
+    message = ""
+    for line in str(e).splitlines():
+        match = _ERROR_LINE.match(line)
+        if match:
+            message = match.group(2)
+    if not message:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        message = lines[0] if lines else ""
+    sentence = re.split(r"(?<=[.!?])\s", message.strip(), maxsplit=1)[0]
+    if len(sentence) > limit:
+        sentence = sentence[: limit - 1] + "…"
+    return f"{type(e).__name__}: {sentence}".replace("|", "/")
+
+
 def accuracy_rows(
     problem: Problem,
     p: dict,
@@ -329,10 +354,8 @@ def accuracy_rows(
             grads = fn(*args)
             error = _error(grads, ref)
         except Exception as e:  # noqa: BLE001 - a failed solve is a result here
-            # One line for the tables: equinox puts the stack first and the message last.
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-            message = lines[-1][:160] if lines else ""
-            rows.append({**base, "note": f"failed: {type(e).__name__}: {message}"})
+            rows.append({**base, "note": f"failed: {failure_line(e)}"})
+            print(problem.name, method, "failed:", failure_line(e), flush=True)
             print(problem.name, method, "failed", str(e), flush=True)
             continue
         if not cost:

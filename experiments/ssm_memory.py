@@ -58,7 +58,10 @@ class Variant:
     def options(self) -> ssm.AbstractSSMGradient:
         if self.schedule is not None:
             return ssm.gradient_method(self.method, schedule=self.schedule)
-        return ssm.GradientOptions(self.method, window=self.window, form=self.form)
+        options: dict[str, object] = {} if self.window is None else {"window": self.window}
+        if self.form != "aggregated":
+            options["form"] = self.form
+        return ssm.gradient_method(self.method, **options)
 
 
 BACKPROP, REMAT = Variant("backprop"), Variant("remat")

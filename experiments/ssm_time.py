@@ -14,6 +14,7 @@ The paper's literal O(T²) double sum (`adjoint_paper`, form="literal") runs at 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -105,6 +106,13 @@ def _time_context(
     }
 
 
+def _others_load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("inf")
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = common_parser(__doc__.splitlines()[0], PROFILES)
@@ -117,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     report = Report(NAME, "SSM gradient time vs context length", command(NAME, argv), out=args.out)
     started = time.time()
     load_before = load_note()
+    # Before the first compile the load is other jobs' alone; at the end it includes ours.
+    shared = _others_load() > 0.5
 
     by_T: dict[int, dict[str, dict[str, Any]]] = {}
     for contexts, variants in profile.groups:
@@ -166,8 +176,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         f"second and third columns). `backprop` is autodiff through `lax.associative_scan`; "
         f"`adjoint` runs its chunkwise schedule (64-token time chunks, only the states "
         f"kept), `adjoint(stored)` the stored-stream schedule. {load_before} at the start "
-        f"and {load_note()} at the end: other jobs shared the 2 cores, so absolute times are "
-        f"inflated and ratios carry roughly ±20 % noise."
+        f"and {load_note()} at the end (this run's own threads included). "
+        + (
+            "Other jobs shared the 2 cores, so absolute times are inflated and ratios carry "
+            "roughly ±20 % noise."
+            if shared
+            else "No other job was running at the start (1-min load ≤ 0.5)."
+        )
     )
     report.section("Time ÷ best autodiff")
     report.table(["T", "best AD", "best AD ms", *labels], rows, key="ratios")

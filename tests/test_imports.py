@@ -5,7 +5,6 @@ from Python, not from a reader)."""
 from __future__ import annotations
 
 import ast
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,11 +37,6 @@ ALLOWED: dict[str, set[str]] = {
 }
 # Cycles between sibling modules of one subpackage that are known and being removed; any other
 # fails the test.
-KNOWN_MODULE_CYCLES = [
-    {"adjoint_lab.parabolic.girsanov", "adjoint_lab.parabolic.paths"},
-]
-
-
 def module_graph(package: Path) -> dict[str, set[str]]:
     """Module -> the modules of `package` it imports (relative imports resolved)."""
     top = package.name
@@ -143,11 +137,8 @@ def test_no_cycle_between_subpackages():
     assert cycles(unit_graph(module_graph(PACKAGE))) == []
 
 
-def test_no_new_cycle_between_sibling_modules():
-    found = cycles(module_graph(PACKAGE))
-    for known in (c for c in found if c in KNOWN_MODULE_CYCLES):
-        warnings.warn(f"known import cycle: {sorted(known)}", stacklevel=1)
-    assert [sorted(c) for c in found if c not in KNOWN_MODULE_CYCLES] == []
+def test_no_cycle_between_sibling_modules():
+    assert [sorted(c) for c in cycles(module_graph(PACKAGE))] == []
 
 
 @pytest.fixture

@@ -96,6 +96,64 @@ class _Tableau(eqx.Module):
         err = _combine(*[(h * e, k) for e, k in zip(self.b_error, ks, strict=False) if e != 0])
         return incr, err
 
+    def _stage_inputs(self) -> np.ndarray:
+        """The solution stages' coefficients as a matrix: stage i's input is
+        y + h sum_j A[i, j] k_j."""
+        s = self.solution_stages
+        a = np.zeros((s, s))
+        for i in range(1, s):
+            for j, coefficient in enumerate(self.a[i - 1][:i]):
+                a[i, j] = coefficient
+        return a
+
+    def increment_with_stages(self, velocity: Velocity, t, y, h) -> tuple[PyTree, PyTree]:
+        """h * sum_i b_i k_i and the solution stages k_i, stacked on a leading axis (for
+        `increment_vjp`)."""
+        a = self._stage_inputs()
+        ks = []
+        for i in range(self.solution_stages):
+            pairs = [(h * float(a[i, j]), ks[j]) for j in range(i) if a[i, j] != 0]
+            ks.append(velocity(t + self.c[i] * h, _combine((1, y), *pairs) if pairs else y))
+        incr = _combine(*[(h * b, k) for b, k in zip(self.b, ks, strict=False) if b != 0])
+        return incr, jtu.tree_map(lambda *k: jnp.stack(k), *ks)
+
+    def increment_vjp(self, velocity_p, params, t, y, h, stages, incr_bar):
+        """The cotangents `(y_bar, params_bar)` of `increment(t, y, h)` for its cotangent
+        `incr_bar`, given the `stages` of `increment_with_stages`.
+
+        One stage's VJP at a time, last stage first, in a `lax.scan`: each VJP re-evaluates
+        its stage, so only one stage's residuals and backward temporaries exist at once.
+        Differentiating the unrolled stages instead lets XLA keep all of them alive: 4x the
+        memory of one stage's VJP on the C-NODE image field (experiments/ode_adjoints.py).
+        """
+        s = self.solution_stages
+        a = self._stage_inputs()
+        b = np.asarray(self.b[:s])
+        c = np.asarray(self.c[:s])
+
+        def scaled(weights, x):
+            # weights (s,) times x: (s, *x.shape), in x's dtype.
+            w = (h * jnp.asarray(weights)).astype(x.dtype)
+            return w.reshape((-1,) + (1,) * x.ndim) * x[None]
+
+        def body(carry, row):
+            stages_bar, y_bar, p_bar = carry
+            i, a_i, c_i = row
+            y_i = jtu.tree_map(
+                lambda y_, k: y_ + jnp.tensordot((h * a_i).astype(k.dtype), k, axes=1), y, stages
+            )
+            _, vjp = jax.vjp(lambda z, p: velocity_p(t + c_i * h, z, p), y_i, params)
+            y_i_bar, dp = vjp(jtu.tree_map(lambda g: g[i], stages_bar))
+            # y_i = y + h sum_j a_ij k_j: its cotangent flows to y and to the earlier stages.
+            stages_bar = jtu.tree_map(lambda g, yb: g + scaled(a_i, yb), stages_bar, y_i_bar)
+            return (stages_bar, _add(y_bar, y_i_bar), _add(p_bar, dp)), None
+
+        stages_bar = jtu.tree_map(lambda g: scaled(b, g), incr_bar)
+        init = (stages_bar, jtu.tree_map(jnp.zeros_like, y), jtu.tree_map(jnp.zeros_like, params))
+        rows = (jnp.arange(s), jnp.asarray(a), jnp.asarray(c))
+        (_, y_bar, p_bar), _ = jax.lax.scan(body, init, rows, reverse=True)
+        return y_bar, p_bar
+
 
 _REVERSIBLE_NAMES = "`adjoint_lab.core.Reversible(diffrax.Tsit5())` (any explicit Runge-Kutta "
 _REVERSIBLE_NAMES += "solver inside) or `adjoint_lab.core.ReversibleHeun()`"
@@ -274,29 +332,25 @@ class Reversible(AbstractReversibleSolver):
         return y0, s0
 
     def reverse_step(self, velocity_p, params, t0, t1, y1, s1, y1_bar, s1_bar):
-        # Two base steps, each differentiated once: the primal pass of each VJP is the
-        # evaluation that the inverse needs anyway.
+        # Two base steps, each differentiated once, one stage at a time (`increment_vjp`).
         lam = self.coupling
         h = t1 - t0
         tab = self._tableau
 
-        def psi(t, dt):
-            def f(y, p):
-                return tab.increment(lambda tt, yy: velocity_p(tt, yy, p), t, y, dt, error=False)[0]
+        def velocity(t, y):
+            return velocity_p(t, y, params)
 
-            return f
-
-        # s1 = s0 - b(y1), so b_bar = -s1_bar is known before a is formed: pulling it back
-        # first lets the residuals of one base step die before those of the other exist.
-        b, vjp_b = jax.vjp(psi(t1, -h), y1, params)
-        y1_from_b, p_from_b = vjp_b(jtu.tree_map(jnp.negative, s1_bar))
-        del vjp_b
+        # s1 = s0 - b(y1), so b_bar = -s1_bar is known before a is formed.
+        b, stages_b = tab.increment_with_stages(velocity, t1, y1, -h)
+        y1_from_b, p_from_b = tab.increment_vjp(
+            velocity_p, params, t1, y1, -h, stages_b, jtu.tree_map(jnp.negative, s1_bar)
+        )
         s0 = _add(s1, b)
         y1_total = _add(y1_bar, y1_from_b)
         # y1 = lam y0 + (1 - lam) s0 + a(s0)
-        a, vjp_a = jax.vjp(psi(t0, h), s0, params)
+        a, stages_a = tab.increment_with_stages(velocity, t0, s0, h)
         y0 = _combine((1 / lam, y1), (-(1 - lam) / lam, s0), (-1 / lam, a))
-        s0_from_a, p_from_a = vjp_a(y1_total)
+        s0_from_a, p_from_a = tab.increment_vjp(velocity_p, params, t0, s0, h, stages_a, y1_total)
         y0_bar = _combine((lam, y1_total))
         s0_bar = _combine((1, s1_bar), (1 - lam, y1_total), (1, s0_from_a))
         return y0, s0, y0_bar, s0_bar, _add(p_from_b, p_from_a)

@@ -36,6 +36,7 @@ from .generative import fit_meta_drift as fit_meta_drift
 from .generative import sample_generative as sample_generative
 from .generative import standard_normal_log_prob as standard_normal_log_prob
 from .generative import train_generative_task as train_generative_task
+from .girsanov import StoredPaths as StoredPaths
 from .girsanov import girsanov_log_weights as girsanov_log_weights
 from .girsanov import girsanov_step_terms as girsanov_step_terms
 from .girsanov import log_likelihood_ratio as log_likelihood_ratio

@@ -15,7 +15,7 @@ backward-Ito sum, biased by about exp(int div(mu) ds).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import equinox as eqx
 import jax
@@ -26,10 +26,37 @@ from .estimate import Estimate, importance_estimate
 from .integrand import Drift, Rate, Scalar, check_coefficients, integrand_on_paths
 from .validation import check_function_shape
 
-if TYPE_CHECKING:
-    from .paths import BasePaths
+
+class StoredPaths(Protocol):
+    """What the Girsanov functions read from a bank of base paths; `BasePaths` is one.
+
+    A protocol, not `BasePaths` itself, because `BasePaths`' methods call these functions:
+    the bank depends on the estimator, not the other way round.
+    """
+
+    @property
+    def x(self) -> Float[Array, "m d"]: ...
+
+    @property
+    def increments(self) -> Float[Array, "n_paths n_steps d"]: ...
+
+    @property
+    def T(self) -> Float[Array, ""]: ...  # noqa: N802 (the horizon, as in BasePaths)
+
+    @property
+    def sigma(self) -> Float[Array, ""] | Float[Array, " d"]: ...
+
+    @property
+    def n_steps(self) -> int: ...
+
+    @property
+    def times(self) -> Float[Array, " n_steps+1"]: ...
+
+    def positions(self) -> Float[Array, "m n_paths n_steps+1 d"]: ...
+
 
 __all__ = [
+    "StoredPaths",
     "drift_on_paths",
     "girsanov_expectation",
     "girsanov_log_weights",
@@ -93,7 +120,7 @@ def log_likelihood_ratio(
 
 
 def drift_on_paths(
-    drift: Drift, paths: BasePaths
+    drift: Drift, paths: StoredPaths
 ) -> tuple[Float[Array, "m n_paths n_steps d"], Float[Array, ""]]:
     """theta_k = drift(t_k, X_k) / sigma on every stored path (left end of each step) and
     the step h: the per-step path features that the Girsanov weight and the NGO read."""
@@ -104,12 +131,12 @@ def drift_on_paths(
     return theta, paths.T / paths.n_steps
 
 
-def _log_weights(drift: Drift, paths: BasePaths) -> Float[Array, "m n_paths"]:
+def _log_weights(drift: Drift, paths: StoredPaths) -> Float[Array, "m n_paths"]:
     theta, h = drift_on_paths(drift, paths)
     return log_likelihood_ratio(theta, paths.increments[None], h)
 
 
-def girsanov_log_weights(drift: Drift, paths: BasePaths) -> Float[Array, "m n_paths"]:
+def girsanov_log_weights(drift: Drift, paths: StoredPaths) -> Float[Array, "m n_paths"]:
     """The Girsanov log-likelihood ratio of each base path under `drift`.
 
     **Arguments:**
@@ -133,7 +160,7 @@ def girsanov_log_weights(drift: Drift, paths: BasePaths) -> Float[Array, "m n_pa
 
 @eqx.filter_jit
 def girsanov_expectation(
-    paths: BasePaths,
+    paths: StoredPaths,
     drift: Drift,
     p0: Scalar,
     rate: Rate | None,

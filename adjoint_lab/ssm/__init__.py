@@ -18,7 +18,6 @@ from .adjoint import layer_backward_literal as layer_backward_literal
 from .api import FORMS as FORMS
 from .api import LAYOUTS as LAYOUTS
 from .api import METHODS as METHODS
-from .api import GradientOptions as GradientOptions
 from .api import gradient_function as gradient_function
 from .api import value_and_grad as value_and_grad
 from .autodiff import backprop_loss as backprop_loss

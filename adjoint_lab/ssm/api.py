@@ -18,7 +18,6 @@ __all__ = [
     "FORMS",
     "LAYOUTS",
     "METHODS",
-    "GradientOptions",
     "check_tokens",
     "default_chunk",
     "gradient_function",
@@ -29,14 +28,14 @@ __all__ = [
 LAYOUTS = ("layer", "sequence", "layer_sequence")
 
 
-def GradientOptions(  # noqa: N802 (the former options class; now builds the method object)
-    method: str = "adjoint",
+def _named_method(
+    method: str,
     window: int | None = None,
     chunk: int | None = None,
     form: str = "aggregated",
     loss_chunk: int | None = None,
 ) -> AbstractSSMGradient:
-    """The gradient method `method` with its options, as `gradient_method` builds it.
+    """`value_and_grad`'s string form: the method `method` with its options.
 
     Options left at their defaults (`None`, `form="aggregated"`) are not passed, so a method
     is never handed an option it does not take.
@@ -152,7 +151,7 @@ def value_and_grad(
                 f"on it (e.g. ssm.{type(method).__name__}(...)), not on value_and_grad."
             )
     else:
-        method = GradientOptions(method, window, chunk, form, loss_chunk)
+        method = _named_method(method, window, chunk, form, loss_chunk)
     if layout is not None:
         layout = layout_of(layout)
     if (layout is None) != (mesh is None):

@@ -431,3 +431,38 @@ def test_reversible_coupling_diverges_on_a_long_oscillation_where_tsit5_does_not
     assert ok and size < 10
     ok, size = end(Reversible(diffrax.Tsit5()))
     assert not ok and size > 1e3
+
+
+class _WideField(eqx.Module):
+    """A field whose VJP holds far more than the state: (256, 512) hidden activations."""
+
+    w1: Float[Array, "2 512"]
+    w2: Float[Array, "512 2"]
+
+    def __call__(self, t, y, args):
+        return jnp.tanh(y @ self.w1) @ self.w2
+
+
+def test_reversible_backward_holds_one_stage_vjp_at_a_time():
+    # Differentiating a step's unrolled stages let XLA keep every stage's residuals alive:
+    # 3.6x one field VJP's plan here before the stage-by-stage scan, 1.6x after.
+    from adjoint_lab.core import compiled_memory
+
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    field = _WideField(jax.random.normal(k1, (2, 512)) / 2, jax.random.normal(k2, (512, 2)) / 20)
+    y0 = jnp.ones((256, 2))
+
+    def grad(field, y0):
+        def loss(f, y):
+            sol = solve(f, 0.0, 1.0, y, solver=Reversible(diffrax.Tsit5()), dt0=1 / 64,
+                        gradient=ReversibleAdjoint(max_steps=64))  # fmt: skip
+            return jnp.sum(sol.ys**2)
+
+        return jax.grad(loss, argnums=(0, 1))(field, y0)
+
+    def field_vjp(field, y0):
+        _, vjp = jax.vjp(lambda f, y: f(0.0, y, None), field, y0)
+        return vjp(y0)
+
+    one_stage = compiled_memory(field_vjp, field, y0).temp
+    assert compiled_memory(grad, field, y0).temp < 2 * one_stage

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools as ft
 import json
 
+import equinox as eqx
+import jax.numpy as jnp
 import pytest
 
 from experiments import ode_adjoints as ex
@@ -106,6 +108,19 @@ def test_targets_are_evaluated_from_the_rows():
     name = "quadrature backward NFE < backsolve's at equal error 1.0e-07 (spiral)"
     assert verdicts[name] == "FAIL"
     assert ex.nfe_at_error(wp, "gauss", 1e-7) == pytest.approx(1800, rel=1e-9)
+
+
+def test_a_failed_run_is_noted_as_the_errors_first_sentence_on_one_line():
+    @eqx.filter_jit
+    def f(x):
+        return eqx.error_if(x, x > 0, "The solve did not reach t1. Raise max_steps | or not.")
+
+    with pytest.raises(eqx.EquinoxRuntimeError) as info:
+        f(jnp.ones(())).block_until_ready()
+    # equinox's message is the stack, then this line, then its debugging hints.
+    assert len(str(info.value).splitlines()) > 3
+    assert ex.failure_line(info.value) == "EquinoxRuntimeError: The solve did not reach t1."
+    assert ex.failure_line(ValueError("x\ny")) == "ValueError: x"
 
 
 @pytest.mark.slow

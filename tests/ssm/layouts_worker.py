@@ -60,7 +60,7 @@ def main() -> None:
             shardings = jax.tree.map(lambda _, m=mesh: NamedSharding(m, P()), weights)
         global_weights = jax.tree.map(place, weights, shardings)
         global_tokens = place(tokens, NamedSharding(mesh, P()))
-        fn = ssm.gradient_function(CONFIG, ssm.GradientOptions(method), T, mesh, layout)
+        fn = ssm.gradient_function(CONFIG, ssm.gradient_method(method), T, mesh, layout)
         loss, grads = fn(global_weights, global_tokens)
         if layout == "layer":
             local = {s.data.shape[0] for s in grads["layers"]["a_kernel"].addressable_shards}

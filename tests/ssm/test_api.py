@@ -79,7 +79,7 @@ def test_memory_of_the_lean_methods_from_compile_time_analysis():
     tokens = jax.ShapeDtypeStruct((1, context + 1), jnp.int32)
 
     def memory(method):
-        fn = ssm.gradient_function(config, ssm.GradientOptions(method), context)
+        fn = ssm.gradient_function(config, ssm.gradient_method(method), context)
         return compiled_memory(fn, weights, tokens).total
 
     backprop, adjoint = memory("backprop"), memory("adjoint")
@@ -95,7 +95,7 @@ def test_memory_of_the_lean_methods_from_compile_time_analysis():
 
 def test_methods_are_hashable_objects_built_from_names():
     assert ssm.gradient_method("truncated", window=8) == ssm.Truncated(8)
-    assert hash(ssm.GradientOptions("remat", chunk=4)) == hash(ssm.Remat(chunk=4))
+    assert hash(ssm.gradient_method("remat", chunk=4)) == hash(ssm.Remat(chunk=4))
     assert ssm.gradient_method("adjoint_paper", form="literal") == ssm.AdjointPaper("literal")
     assert ssm.gradient_method(ssm.Adjoint()) == ssm.Adjoint(loss_chunk=None)
     assert ssm.gradient_method("adjoint", chunk=4) == ssm.Adjoint(ssm.Chunkwise(4))

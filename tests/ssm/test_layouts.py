@@ -97,19 +97,19 @@ def test_errors_name_the_supported_combinations_and_the_mesh_axes():
     _, weights, tokens = weights_and_tokens()
     layer_mesh = mesh((4,), ("layer",))
     with pytest.raises(ValueError, match="layout='layer': adjoint, adjoint_paper, truncated"):
-        ssm.gradient_function(CONFIG, ssm.GradientOptions("checkpointed"), T, layer_mesh, "layer")
+        ssm.gradient_function(CONFIG, ssm.Checkpointed(), T, layer_mesh, "layer")
     with pytest.raises(ValueError, match=r"mesh's axes are \('layer',\)"):
-        ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, layer_mesh, "sequence")
+        ssm.gradient_function(CONFIG, ssm.Adjoint(), T, layer_mesh, "sequence")
     with pytest.raises(ValueError, match="multiple of it"):
-        ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, mesh((3,), ("layer",)), "layer")
+        ssm.gradient_function(CONFIG, ssm.Adjoint(), T, mesh((3,), ("layer",)), "layer")
     with pytest.raises(ValueError, match="needs mesh axes 'layer' and 'sequence'"):
-        ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, layer_mesh, "layer_sequence")
+        ssm.gradient_function(CONFIG, ssm.Adjoint(), T, layer_mesh, "layer_sequence")
     with pytest.raises(ValueError, match="layout='layer_sequence': adjoint"):
         ssm.gradient_function(
             CONFIG, ssm.Checkpointed(), T, mesh((2, 2), ("layer", "sequence")), "layer_sequence"
         )
     data_mesh = mesh((4, 1), ("data", "sequence"))
-    fn = ssm.gradient_function(CONFIG, ssm.GradientOptions(), T, data_mesh, "sequence")
+    fn = ssm.gradient_function(CONFIG, ssm.Adjoint(), T, data_mesh, "sequence")
     with pytest.raises(ValueError, match="batch 2 is not divisible"):
         fn(weights, tokens)
 
@@ -193,9 +193,7 @@ def test_two_processes_match_one(tmp_path):
     for worker, (_out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
     _, weights, tokens = weights_and_tokens()
-    ref_loss, ref = ssm.gradient_function(CONFIG, ssm.GradientOptions("adjoint"), T)(
-        weights, tokens
-    )
+    ref_loss, ref = ssm.gradient_function(CONFIG, ssm.Adjoint(), T)(weights, tokens)
     flat_ref = {
         "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
         for path, leaf in jax.tree_util.tree_leaves_with_path({"loss": ref_loss, **ref})
