@@ -35,8 +35,8 @@ ALLOWED: dict[str, set[str]] = {
     "configs": set(),
     "": set(),
 }
-# Cycles between sibling modules of one subpackage that are known and being removed; any other
-# fails the test.
+
+
 def module_graph(package: Path) -> dict[str, set[str]]:
     """Module -> the modules of `package` it imports (relative imports resolved)."""
     top = package.name
