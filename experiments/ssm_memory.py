@@ -642,7 +642,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "against `remat`'s `K · C · P` layer inputs: the paper's presets have N > P) and "
         "built a second gradient-sized buffer per chunk before adding it to the total: "
         "1.08–1.23× `remat` at the five paper presets (results of commit 9f55d4e). Now it "
-        "stores each layer's chunk input only, recomputes one layer at a time, and adds "
+        "stores each layer's chunk input only (or, where the state is narrow, 2N < P, each "
+        "layer's selection and states, `K · C · B · 2N`, recovering the inputs on the way "
+        "down by inverting the residual layers), recomputes one layer at a time, and adds "
         "every layer's gradient in place into the one accumulated buffer."
     )
 

@@ -15,7 +15,7 @@ backward-Ito sum, biased by about exp(int div(mu) ds).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import equinox as eqx
 import jax
@@ -27,6 +27,8 @@ from .integrand import Drift, Rate, Scalar, check_coefficients, integrand_on_pat
 from .validation import check_function_shape
 
 
+# runtime_checkable so that beartype (ADJOINT_LAB_TYPECHECK=1) can check arguments against it.
+@runtime_checkable
 class StoredPaths(Protocol):
     """What the Girsanov functions read from a bank of base paths; `BasePaths` is one.
 
@@ -50,9 +52,9 @@ class StoredPaths(Protocol):
     def n_steps(self) -> int: ...
 
     @property
-    def times(self) -> Float[Array, " n_steps+1"]: ...
+    def times(self) -> Float[Array, " n_times"]: ...
 
-    def positions(self) -> Float[Array, "m n_paths n_steps+1 d"]: ...
+    def positions(self) -> Float[Array, "m n_paths n_times d"]: ...
 
 
 __all__ = [

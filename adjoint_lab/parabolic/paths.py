@@ -107,11 +107,11 @@ class BasePaths(eqx.Module):
         return core.BrownianIncrements(self.increments[path], t0=0.0, t1=self.T)
 
     @property
-    def times(self) -> Float[Array, " n_steps+1"]:
+    def times(self) -> Float[Array, " n_times"]:
         """The grid t_k = k T / n_steps, k = 0..n_steps (that of `core.BrownianIncrements`)."""
         return self.brownian(0).times
 
-    def positions(self) -> Float[Array, "m n_paths n_steps+1 d"]:
+    def positions(self) -> Float[Array, "m n_paths n_times d"]:
         """The base paths X_k = x + sigma W_{t_k}, including X_0 = x: the exact solution of
         dX = sigma dW on the stored Brownian paths."""
         values = lambda dw: core.BrownianIncrements(dw, t1=self.T).values  # noqa: E731
