@@ -56,8 +56,8 @@ if TYPECHECK:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under the hook, skip the tests marked `untyped`: their failures are in code another
-    change owns (listed with the test's marker reason)."""
+    """Under the hook, skip the tests marked `untyped`: they pass ill-typed arguments on
+    purpose, to test the package's own error messages, which the hook pre-empts."""
     if not TYPECHECK:
         return
     for item in items:

@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray, Real
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
 Style = Literal["mnist", "cifar"]
 STYLES: tuple[str, ...] = ("mnist", "cifar")
@@ -305,7 +305,7 @@ class ConvPath(eqx.Module):
         self.activation = activation
         self.output = output
 
-    def __call__(self, s: Real[Array, ""], z: Float[Array, "h w c"]) -> Float[Array, " k"]:
+    def __call__(self, s: Real[ArrayLike, ""], z: Float[Array, "h w c"]) -> Float[Array, " k"]:
         # The time enters as one constant image channel, as in the authors' code.
         time = jnp.broadcast_to(jnp.asarray(s, z.dtype), (*z.shape[:2], 1))
         h = self.activation(self.conv1(jnp.concatenate([time, z], axis=-1)))
@@ -342,7 +342,7 @@ class MLPPath(eqx.Module):
             features + 1, k, width, 2, activation=activation, final_activation=output, key=key
         )
 
-    def __call__(self, s: Real[Array, ""], z: Float[Array, " n"]) -> Float[Array, " k"]:
+    def __call__(self, s: Real[ArrayLike, ""], z: Float[Array, " n"]) -> Float[Array, " k"]:
         return self.mlp(jnp.concatenate([jnp.asarray(s, z.dtype)[None], z]))
 
 

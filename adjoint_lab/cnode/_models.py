@@ -33,7 +33,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PRNGKeyArray, Real
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, Real
 
 from ..core.gradients import AbstractGradientMethod, CheckpointedBackprop
 from ..core.ode import Integrator as CoreIntegrator
@@ -195,7 +195,7 @@ class ODEClassifier(eqx.Module):
         out = jax.vmap(jax.vmap(self.head))(sol.ys)  # pyright: ignore[reportArgumentType]
         return out[:, 0] if single else out
 
-    def _batch(self, x: Array) -> tuple[bool, Array]:
+    def _batch(self, x: ArrayLike) -> tuple[bool, Array]:
         x = jnp.asarray(x)
         single = self._check_input(x)
         if single:

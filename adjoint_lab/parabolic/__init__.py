@@ -27,6 +27,7 @@ from .fno import fno_parameter_count as fno_parameter_count
 from .fno import parameter_count as parameter_count
 from .generative import DiffusionNet as DiffusionNet
 from .generative import DriftNet as DriftNet
+from .generative import GenerativeCoefficients as GenerativeCoefficients
 from .generative import GenerativeTask as GenerativeTask
 from .generative import bits_per_dim as bits_per_dim
 from .generative import elbo_is as elbo_is

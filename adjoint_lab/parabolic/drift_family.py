@@ -52,8 +52,8 @@ class SineInitial(eqx.Module):
 def sample_coefficients(
     key: PRNGKeyArray,
     n: int,
-    low: Float[ArrayLike, " 3"] = (0.0, 0.0, 0.0),  # pyright: ignore[reportArgumentType]
-    high: Float[ArrayLike, " 3"] = (1.0, 1.0, 1.0),  # pyright: ignore[reportArgumentType]
+    low: Float[ArrayLike, " 3"] | tuple[float, float, float] = (0.0, 0.0, 0.0),
+    high: Float[ArrayLike, " 3"] | tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> Float[Array, "n 3"]:
     """`n` coefficient vectors c ~ U[low, high] (the paper: U(0, 1)^3). Set `low[2] =
     high[2] = 0` for the affine sub-family, whose solution is exact."""

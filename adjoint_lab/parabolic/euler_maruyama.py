@@ -29,7 +29,7 @@ class _Field(eqx.Module):
 
 def euler_maruyama_paths(
     paths: BasePaths, drift: Drift, *, gradient: core.AbstractGradientMethod = _CHECKPOINTED
-) -> Float[Array, "m n_paths n_steps+1 d"]:
+) -> Float[Array, "m n_paths n_times d"]:
     """The Euler-Maruyama paths X_{k+1} = X_k + drift(t_k, X_k) dt + sigma dW_k from every
     point of `paths`, on its stored increments: `core.solve_sde` with `diffrax.Euler()`.
 

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import equinox as eqx
 import jax
@@ -77,6 +78,7 @@ from .realnvp import RealNVP, fit_realnvp
 __all__ = [
     "DiffusionNet",
     "DriftNet",
+    "GenerativeCoefficients",
     "GenerativeTask",
     "bits_per_dim",
     "elbo_is",
@@ -378,9 +380,20 @@ def fit_meta_drift(
     return task.drift, losses
 
 
+# runtime_checkable so that beartype (ADJOINT_LAB_TYPECHECK=1) can check arguments against it.
+@runtime_checkable
+class GenerativeCoefficients(Protocol):
+    """What `sample_generative` reads: a trained `GenerativeTask`, or any closed-form pair
+    `drift(s, x) -> (d,)`, `diffusion(s) -> (d,)` (to check the sampler against a known
+    marginal, say)."""
+
+    drift: Callable[[Float[Array, ""], Float[Array, " d"]], Float[Array, " d"]]
+    diffusion: Callable[[Float[Array, ""]], Float[Array, " d"]]
+
+
 def sample_generative(
     key: PRNGKeyArray,
-    task: GenerativeTask,
+    task: GenerativeCoefficients,
     z0: Float[ArrayLike, "n d"],
     T: float,
     n_steps: int,

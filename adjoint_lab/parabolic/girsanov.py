@@ -68,8 +68,8 @@ __all__ = [
 
 
 def girsanov_step_terms(
-    theta: Float[Array, "*batch n_steps d"],
-    increments: Float[Array, "*batch n_steps d"],
+    theta: Float[Array, "*#batch n_steps d"],
+    increments: Float[Array, "*#batch n_steps #d"],
     dt: Float[ArrayLike, ""],
 ) -> tuple[Float[Array, "*batch n_steps"], Float[Array, "*batch n_steps"]]:
     """The two per-step terms of the Girsanov log-likelihood ratio: the Ito term
@@ -92,8 +92,8 @@ def girsanov_step_terms(
 
 
 def log_likelihood_ratio(
-    theta: Float[Array, "*batch n_steps d"],
-    increments: Float[Array, "*batch n_steps d"],
+    theta: Float[Array, "*#batch n_steps d"],
+    increments: Float[Array, "*#batch n_steps #d"],
     dt: Float[ArrayLike, ""],
     *,
     martingale: bool = True,

@@ -49,8 +49,8 @@ def _path_integrand(
 def integrand_on_paths(
     p0: Scalar,
     rate: Rate | None,
-    times: Float[Array, " n_steps+1"],
-    paths: Float[Array, "m n_paths n_steps+1 d"],
+    times: Float[Array, " n_times"],
+    paths: Float[Array, "m n_paths n_times d"],
 ) -> Float[Array, "m n_paths"]:
     """p0(X_T) exp(-sum_k r(t_k, X_k) dt_k) on every path.
 

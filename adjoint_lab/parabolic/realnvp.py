@@ -14,6 +14,7 @@ The paper uses 32 couplings from `normflows`; 4-8 suffice for 2-d Gaussian mixtu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -82,8 +83,8 @@ class RealNVP(eqx.Module):
         depth: int = 2,
         *,
         key: PRNGKeyArray,
-        loc: Float[ArrayLike, " d"] | None = None,
-        scale: Float[ArrayLike, " d"] | None = None,
+        loc: Float[ArrayLike, " d"] | Sequence[float] | None = None,
+        scale: Float[ArrayLike, " d"] | Sequence[float] | None = None,
     ):
         if d < 2:
             raise ValueError(f"`RealNVP`: needs d >= 2 to split coordinates; got d = {d}.")
@@ -167,9 +168,10 @@ def fit_realnvp(
         return -jnp.mean(jax.vmap(eqx.combine(p, static).log_prob)(batch)), {}
 
     step = train_step(value_and_grad_of(loss), optimiser)
+    unused_key = jax.random.key(0)  # the step takes a key; this loss ignores it
 
     def body(state, _):
-        state, value, _ = step(state, data, None)  # pyright: ignore[reportArgumentType]
+        state, value, _ = step(state, data, unused_key)
         return state, value
 
     # One scan: a single compile for the whole fit.

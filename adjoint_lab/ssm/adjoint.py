@@ -45,7 +45,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..core import adjoint_states, linear_recurrence_vjp, windowed_adjoint_states
 from .loss import chunked_loss_and_cotangent
@@ -341,7 +341,7 @@ def layer_backward_literal(
     G: Float[Array, "T B P"],
     *,
     eps: float,
-    window: int | None = None,
+    window: int | Int[ArrayLike, ""] | None = None,
 ) -> tuple[LayerWeights, Float[Array, "T B P"]]:
     """`layer_backward` by the paper's double sum (Proposition 2, Eq. 7 when `window`).
 

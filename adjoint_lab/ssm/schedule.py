@@ -144,7 +144,7 @@ def chunkwise_value_and_grad(
     take = ft.partial(lax.dynamic_slice_in_dim, slice_size=chunk, axis=0)
 
     def chunk_states(r: Array, h_in: Array | None) -> Array:
-        def layer(r: Array, xs: tuple[LayerWeights, Array]):
+        def layer(r: Array, xs: tuple[LayerWeights, Array | None]):
             w, h0 = xs
             r, states = layer_forward(w, r, h0, eps)
             return r, states.h

@@ -25,7 +25,9 @@ def prepare_tokens(
     multiple: int,
     dtype: Any,
     target_weights: Float[Array, "B T"] | None = None,
-) -> tuple[Int[Array, "T B"], Int[Array, "T B"], Float[Array, "T B"], Float[Array, ""]]:
+) -> tuple[
+    Int[Array, "T_padded B"], Int[Array, "T_padded B"], Float[Array, "T_padded B"], Float[Array, ""]
+]:
     """Inputs, targets and loss weights, time-major and zero-padded at the end to a multiple
     of `multiple` tokens (the model is causal: padding after the end changes nothing before
     it), and the scale `1 / Σ weights` that makes the loss a (weighted) mean.

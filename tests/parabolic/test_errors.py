@@ -35,6 +35,7 @@ def test_bad_sigma(sigma):
         _fk(sigma=sigma)
 
 
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_sigma_shape():
     with pytest.raises(ValueError, match=r"`sigma` must be a scalar or have shape \(d,\)"):
         _fk(sigma=jnp.ones(3))
@@ -61,6 +62,7 @@ def test_non_finite_p0(method):
         _fk(p0=lambda x: jnp.log(x[0]), method=method)  # log of negative endpoints
 
 
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
 def test_points_and_counts():
     with pytest.raises(ValueError, match=r"`x` must have shape \(m, d\).*x\[None, :\]"):
         _fk(x=jnp.zeros(2))

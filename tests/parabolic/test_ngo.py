@@ -184,7 +184,15 @@ def test_feynman_kac_ngo():
             operator=operator,
             **kwargs,
         )
-    with pytest.raises(TypeError, match=r"`operator` must be a `NeuralGirsanovOperator`"):
-        parabolic.feynman_kac(drift, initial, x, method="ngo", operator=object(), **kwargs)
     with pytest.raises(ValueError, match=r"`operator` is only used with method='ngo'"):
         parabolic.feynman_kac(drift, initial, x, operator=operator, **kwargs)
+
+
+@pytest.mark.untyped("ill-typed arguments on purpose: the hook refuses them first")
+def test_feynman_kac_refuses_an_operator_that_is_not_one():
+    x, drift = jnp.array([[0.1], [0.3]]), parabolic.RandomBasisDrift(jnp.array([0.4, -0.3, 0.0]))
+    with pytest.raises(TypeError, match=r"`operator` must be a `NeuralGirsanovOperator`"):
+        parabolic.feynman_kac(
+            drift, parabolic.SineInitial(2.0, 0.0), x, method="ngo", operator=object(),
+            T=0.5, n_paths=500, n_steps=10, key=KEY,
+        )  # fmt: skip

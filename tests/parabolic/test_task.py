@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -53,7 +54,7 @@ def test_batches_depend_only_on_the_step():
 def test_training_improves_the_ngo_and_the_baselines_match_the_exact_solution(tmp_path):
     config = compose_config(*SMALL, "optim.warmup_steps=5")
     task = TASKS[config.task].build(config)
-    untrained = task.evaluate(task.init(np.asarray([0, 0], np.uint32)))
+    untrained = task.evaluate(task.init(jax.random.PRNGKey(0)))
     train = TrainConfig(steps=40, batch_size=4, log_every=10, eval_every=40, progress=False)
     result = fit(task, make_optimizer(config.optim, train.steps), train, tmp_path, seed=0)
     trained = result.evaluation
