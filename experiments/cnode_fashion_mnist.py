@@ -38,6 +38,7 @@ from adjoint_lab.cnode import (
     MODELS,
     PAPER_ARCHITECTURES,
     AutoConv,
+    GroupNorm,
     Im2colConv,
     Integrator,
     LaxConv,
@@ -93,10 +94,38 @@ PROFILES = {
 }
 # The authors' MNIST path network.
 _PATH = {"path_activation": jax.nn.hard_tanh, "path_output": jax.nn.relu6}
-# Today's code path (before this module): im2col convolutions and checkpointed backprop.
+# Today's code path (when the speed work began): im2col convolutions, checkpointed backprop,
+# and norms reduced over the image axes (`_AxesGroupNorm`).
 TODAY = (Im2colConv(), CheckpointedBackprop(max_steps=1))
 NEW = (AutoConv(), DirectBackprop(max_steps=1))
 clock = time.perf_counter
+
+
+class _AxesGroupNorm(GroupNorm):
+    """The norms of today's code path: `[h, w, groups, c / groups]` reduced over axes (0, 1,
+    3). `GroupNorm` now reduces a `[pixels, channels]` matrix over its first axis instead,
+    about 10x faster on XLA:CPU; the two agree to float32 rounding."""
+
+    def __init__(self, norm: GroupNorm):
+        self.groups, self.weight, self.bias = norm.groups, norm.weight, norm.bias
+
+    def __call__(self, x):
+        h, w, c = x.shape
+        grouped = x.reshape(h, w, self.groups, c // self.groups)
+        mean = jnp.mean(grouped, axis=(0, 1, 3), keepdims=True)
+        var = jnp.var(grouped, axis=(0, 1, 3), keepdims=True)
+        out = ((grouped - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(h, w, c)
+        if self.weight is not None:
+            out = out * self.weight + self.bias  # pyright: ignore[reportOperatorIssue]
+        return out
+
+
+def with_axes_norms(model: eqx.Module) -> eqx.Module:
+    """`model` with every `GroupNorm` computed as on today's code path."""
+    is_norm = lambda node: isinstance(node, GroupNorm)  # noqa: E731
+    return jax.tree_util.tree_map(
+        lambda node: _AxesGroupNorm(node) if is_norm(node) else node, model, is_leaf=is_norm
+    )
 
 
 def euler(gradient) -> Integrator:
@@ -161,8 +190,11 @@ def _step(model: eqx.Module, x, y) -> Callable[[], object]:
 
 
 def _grad_of(f: Callable, *args) -> Callable[[], object]:
-    """Forward plus backward of `sum(f(*args))` with respect to every argument."""
-    g = jax.jit(jax.grad(lambda *a: jnp.sum(f(*a)), argnums=tuple(range(len(args)))))
+    """Forward plus backward of `sum(f(*args) ** 2) / 2` with respect to every argument (a
+    loss linear in `f` would let XLA drop a linear `f`'s forward pass)."""
+    g = jax.jit(
+        jax.grad(lambda *a: jnp.sum(jnp.square(f(*a))) / 2, argnums=tuple(range(len(args))))
+    )
     return lambda: g(*args)
 
 
@@ -187,6 +219,8 @@ def speed(p: dict) -> tuple[dict[str, float], dict[str, float]]:
             if name == "node" and label not in ("today", "new"):
                 continue
             model = spec(name, shape, conv, gradient, width).make(key_m)
+            if label == "today":
+                model = with_axes_norms(model)
             steps[f"{name} {label}"] = _step(model, x, y)
     step_times = _timed(steps, p["repeats"])
 
@@ -205,13 +239,17 @@ def speed(p: dict) -> tuple[dict[str, float], dict[str, float]]:
     def convs(w, hk):
         return jax.vmap(lambda wj, hj: jax.vmap(lambda v: method(v, wj))(hj))(w, hk)
 
-    def norms(u, hk):
-        inner = jax.vmap(jax.vmap(one.norm_mid))(hk)
-        return k * jnp.sum(jax.vmap(one.norm_in)(u)) + jnp.sum(inner)
+    def norms_of(block):
+        def norms(u, hk):
+            inner = jax.vmap(jax.vmap(block.norm_mid))(hk)
+            return k * jnp.sum(jax.vmap(block.norm_in)(u) ** 2) + jnp.sum(inner**2)
+
+        return norms
 
     parts = {
         f"3x3 convs of the {k} blocks": _grad_of(convs, nets.conv2.weight, hk),
-        f"InstanceNorms of the {k} blocks": _grad_of(norms, u, hk),
+        f"InstanceNorms of the {k} blocks": _grad_of(norms_of(one), u, hk),
+        f"InstanceNorms of the {k} blocks (today)": _grad_of(norms_of(with_axes_norms(one)), u, hk),
         "path network a(s, z)": _grad_of(
             lambda path, u: jax.vmap(lambda v: path(s, v))(u), field.direction, u
         ),

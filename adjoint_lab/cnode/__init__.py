@@ -6,10 +6,10 @@ dU/ds = sum_j a_j(s, z) T^(j)(U), s in [0, 1], U(0) from the input z. Here: the 
 second-order baselines and their C-versions (images in the authors' layouts, or vectors): one
 `ODEClassifier` (initial map, latent field, head, and an `adjoint_lab.core.Integrator`) and a
 factory per model name (`CNODE`, `NODE`, ...); the convolution methods (`AutoConv`, `LaxConv`,
-`Im2colConv`, `ShiftedMatmulConv`: one function, different speeds); parameter counts and matching;
-the losses; and the synthetic data sets (`adjoint_lab.cnode.data`). Every ODE solve goes
-through `adjoint_lab.core.solve`. The experiment tasks (`adjoint_lab.cnode.tasks`) are built
-from configs and are not re-exported here.
+`Im2colConv`, `ShiftedMatmulConv`: one function, different speeds) and `GroupNorm`; parameter
+counts and matching; the losses; and the synthetic data sets (`adjoint_lab.cnode.data`). Every
+ODE solve goes through `adjoint_lab.core.solve`. The experiment tasks (`adjoint_lab.cnode.tasks`)
+are built from configs and are not re-exported here.
 """
 
 from . import data as data
@@ -21,6 +21,7 @@ from ._fields import SecondOrderField as SecondOrderField
 from ._flow import characteristic_flow as characteristic_flow
 from ._layers import AbstractConvMethod as AbstractConvMethod
 from ._layers import AutoConv as AutoConv
+from ._layers import GroupNorm as GroupNorm
 from ._layers import Im2colConv as Im2colConv
 from ._layers import LaxConv as LaxConv
 from ._layers import ShiftedMatmulConv as ShiftedMatmulConv

@@ -201,13 +201,28 @@ class GroupNorm(eqx.Module):
 
     def __call__(self, x: Float[Array, "h w c"]) -> Float[Array, "h w c"]:
         h, w, c = x.shape
-        grouped = x.reshape(h, w, self.groups, c // self.groups)
-        mean = jnp.mean(grouped, axis=(0, 1, 3), keepdims=True)
-        var = jnp.var(grouped, axis=(0, 1, 3), keepdims=True)
-        out = ((grouped - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(h, w, c)
+        # Statistics as reductions over the leading axis of a [pixels, channels] matrix, then
+        # per group over the c channel means: XLA:CPU reduces `[h, w, groups, c / groups]`
+        # over axes (0, 1, 3) about 10x slower, forward and backward (0.06 s against 0.63 s
+        # for the InstanceNorms of the C-NODE MNIST step, batch 256). A group's mean is the
+        # mean of its channels' means, since every channel has h * w pixels.
+        pixels = x.reshape(h * w, c)
+        mean = self._group_mean(pixels)
+        centred = pixels - mean
+        var = self._group_mean(centred * centred)
+        out = (centred * jax.lax.rsqrt(var + 1e-5)).reshape(h, w, c)
         if self.weight is not None:
             out = out * self.weight + self.bias  # pyright: ignore[reportOperatorIssue]
         return out
+
+    def _group_mean(self, pixels: Float[Array, "p c"]) -> Float[Array, " c"]:
+        """Each channel's group mean over all pixels, repeated over the group's channels."""
+        means = jnp.mean(pixels, axis=0)
+        c = means.shape[0]
+        if self.groups == c:
+            return means
+        grouped = jnp.mean(means.reshape(self.groups, c // self.groups), axis=1)
+        return jnp.repeat(grouped, c // self.groups)
 
 
 class ConvBlock(eqx.Module):

@@ -324,3 +324,34 @@ def test_fashion_mnist_quick_profile_reports_accuracy_pairs_and_speed(tmp_path, 
     ratio = speed["steps"]["cnode new"] / speed["steps"]["cnode today"]
     assert speed["ratio_new_today"]["cnode"] == pytest.approx(ratio)
     assert all(v > 0 for v in speed["parts"].values())
+
+
+def test_todays_norms_in_the_speed_baseline_compute_what_group_norm_computes():
+    # The speed section times today's code path with its norms (`with_axes_norms`): for the
+    # comparison to be fair, they must compute the same model, forward and backward.
+    from experiments import cnode_fashion_mnist as module
+
+    model = module.spec("cnode", (1, 6, 6), cnode.Im2colConv(), module.TODAY[1], 4).make(
+        jax.random.PRNGKey(0)
+    )
+    today = module.with_axes_norms(model)
+    kinds = lambda m: [  # noqa: E731
+        type(n).__name__
+        for n in jax.tree_util.tree_leaves(m, is_leaf=lambda n: isinstance(n, cnode.GroupNorm))
+        if isinstance(n, cnode.GroupNorm)
+    ]
+    assert kinds(model) and set(kinds(model)) == {"GroupNorm"}
+    assert set(kinds(today)) == {"_AxesGroupNorm"} and len(kinds(today)) == len(kinds(model))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (3, 1, 6, 6), jnp.float64)
+
+    def loss(m, x):
+        return jnp.sum(jnp.sin(m(x)))
+
+    (g_new, x_new), (g_old, x_old) = (
+        eqx.filter_grad(lambda mx: loss(*mx))((m, x)) for m in (model, today)
+    )
+    np.testing.assert_allclose(loss(model, x), loss(today, x), rtol=1e-12)
+    np.testing.assert_allclose(x_new, x_old, rtol=1e-9, atol=1e-12)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(g_new), leaves(g_old), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
