@@ -22,7 +22,13 @@ from jaxtyping import Array, Float, Int
 from ..config.schema import OptimConfig
 from ..core.ode import Integrator, count_evaluations
 from ..data import images as image_files
-from ..train import TrainState, make_optimizer, train_step, value_and_grad_of
+from ..train import (
+    TrainState,
+    compile_unoptimized,
+    make_optimizer,
+    train_step,
+    value_and_grad_of,
+)
 from ._fields import BatchedField
 from ._losses import cross_entropy
 from ._params import count_parameters
@@ -187,10 +193,11 @@ def train_classifier(
     optimizer = make_optimizer(settings.optim_config(total, steps_per_epoch), total)
     _, static = eqx.partition(eqx.filter_eval_shape(spec.make, jax.random.PRNGKey(0)), _is_param)
 
-    @jax.jit
-    def init(key):
+    def initial_state(key):
         params = eqx.partition(spec.make(key), eqx.is_inexact_array)[0]
         return TrainState.create(params, optimizer)
+
+    init = compile_unoptimized(initial_state, jax.random.PRNGKey(0))
 
     def loss(params, batch, key):
         x, y = batch

@@ -25,6 +25,7 @@ import numpy as np
 from ..config.build import build_integrator
 from ..config.schema import ExperimentConfig
 from ..core.ode import Integrator
+from ..train import compile_unoptimized
 from ..train.task import Task
 from . import data as synthetic
 from ._losses import accuracy
@@ -90,16 +91,23 @@ def _init_and_static(spec: ModelSpec) -> tuple[Callable, Any, int]:
     """`key -> parameters`, the model's static part, and its parameter count.
 
     The static part comes from an abstract model (no arrays are made), and the
-    initialisation is jitted: on CPU, drawing each parameter shape eagerly compiles its own
-    random kernel, which takes seconds for a whole model.
+    initialisation is compiled as one program (`adjoint_lab.train.compile_unoptimized`, when
+    first called): on CPU, drawing each parameter shape eagerly compiles its own random kernel,
+    and XLA's full optimisation of the whole program takes seconds more.
     """
     shapes, static = eqx.partition(
         eqx.filter_eval_shape(spec.make, jax.random.PRNGKey(0)), _is_parameter
     )
 
-    @jax.jit
-    def init(key):
+    def make(key):
         return eqx.partition(spec.make(key), eqx.is_inexact_array)[0]
+
+    compiled = []  # compiled at the first call's key shape, then reused
+
+    def init(key):
+        if not compiled:
+            compiled.append(compile_unoptimized(make, key))
+        return compiled[0](key)
 
     return init, static, count_parameters(shapes)
 

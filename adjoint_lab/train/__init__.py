@@ -17,6 +17,7 @@ from .metrics import read_metrics as read_metrics
 from .optim import make_optimizer as make_optimizer
 from .optim import make_schedule as make_schedule
 from .state import TrainState as TrainState
+from .state import compile_unoptimized as compile_unoptimized
 from .step import train_step as train_step
 from .step import value_and_grad_of as value_and_grad_of
 from .task import Task as Task

@@ -206,3 +206,27 @@ def test_the_training_step_is_lowered_once(tmp_path, devices):
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert lowerings == []
+
+
+def test_unoptimized_compilation_computes_the_same_initialisation():
+    # The C-NODE tasks and train_classifier initialise through compile_unoptimized: it must
+    # draw the parameters `init` draws for every key (to rounding: XLA's optimisation level
+    # may contract a multiply-add differently), in the same structure.
+    import equinox as eqx
+
+    from adjoint_lab.train import compile_unoptimized
+
+    def init(key):
+        mlp = eqx.nn.MLP(3, 2, 8, 2, key=key)
+        return jax.tree.map(lambda a: 0.5 * a, eqx.filter(mlp, eqx.is_inexact_array))
+
+    compiled = compile_unoptimized(init, jax.random.PRNGKey(0))
+    assert isinstance(compiled, jax.stages.Compiled)
+    for seed in (0, 7):
+        key = jax.random.PRNGKey(seed)
+        got, want = compiled(key), init(key)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    with pytest.raises(TypeError):
+        compiled(jax.random.PRNGKey(0)[None])  # compiled for one key's shape
