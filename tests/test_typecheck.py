@@ -23,7 +23,8 @@ TYPECHECK = os.environ.get("ADJOINT_LAB_TYPECHECK", "0") == "1"
 SUBSET = (
     "tests/test_typecheck.py::test_a_wrong_shape_is_refused_under_the_hook",
     "tests/core/test_checks.py",
-    "tests/config/test_config.py",
+    "tests/config/test_config.py::test_every_experiment_composes_and_validates",
+    "tests/config/test_config.py::test_type_errors_come_from_the_schema",
     "tests/parabolic/test_errors.py",
 )
 
