@@ -278,15 +278,17 @@ def test_float32_gradients():
         grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(field, a, y0)
         assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
         if reference is None:
-            reference = jax.grad(
-                ft.partial(
-                    _loss,
-                    solver=solver,
-                    controller=None,
-                    dt0=0.05,
-                    gradient=CheckpointedBackprop(max_steps=32),
-                ),
-                argnums=(0, 1, 2),
+            reference = jax.jit(
+                jax.grad(
+                    ft.partial(
+                        _loss,
+                        solver=solver,
+                        controller=None,
+                        dt0=0.05,
+                        gradient=CheckpointedBackprop(max_steps=32),
+                    ),
+                    argnums=(0, 1, 2),
+                )
             )(_field(), A, (Y0[0][0], Y0[1][0]))
         assert relative_error(grads, reference) < 1e-4
 
@@ -353,6 +355,9 @@ def test_invalid_combinations():
         run(ReversibleHeun(), ReversibleAdjoint(), saveat=diffrax.SaveAt(steps=True))
 
 
+# The default suite checks this through the benchmark's target on the spiral problem
+# (tests/core/test_ode_adjoints_experiment.py); this one runs under -m slow.
+@pytest.mark.slow
 def test_checkpointed_interpolant_takes_less_memory():
     # Compile-time plans of the gradient with 1024 constant steps: the whole interpolant
     # holds 1024 Tsit5 records; 32 checkpoints hold 32 states plus one 32-step segment.
@@ -379,6 +384,9 @@ def test_checkpointed_interpolant_takes_less_memory():
 STIFF_A = jnp.array([[-500.5, 499.5], [499.5, -500.5]])  # eigenvalues -1 and -1000
 
 
+# The default suite solves the same stiff problem with both methods through the benchmark's
+# targets (tests/core/test_ode_adjoints_experiment.py); this one runs under -m slow.
+@pytest.mark.slow
 @pytest.mark.parametrize("gradient", [GaussAdjoint, QuadratureAdjoint])
 def test_quadrature_adjoints_on_a_stiff_problem(gradient):
     # Kvaerno5's forward steps are short on the transient and long after it; a quadrature
