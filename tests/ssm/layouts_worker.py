@@ -26,6 +26,17 @@ def main() -> None:
         initialization_timeout=120,
     )
     jax.config.update("jax_enable_x64", True)
+    assert jax.process_count() == int(num_processes) and jax.device_count() == 4
+    write_layout_gradients(Path(out_dir), ("layer", "sequence"))
+    print(f"process {process_id}: devices {jax.device_count()}, ok")
+
+
+def write_layout_gradients(out_dir: Path, layouts: tuple[str, ...]) -> None:
+    """In a process of a running `jax.distributed` job over 4 devices: the exact adjoint's
+    loss and gradients under each of `layouts`, gathered to the host, in
+    `out_dir/<layout><process>.npz`. Also called by tests/train/multiprocess_worker.py, so
+    that the default suite checks the layer layout across processes in the same launch."""
+    import jax
     import numpy as np
     from flax import nnx
     from jax.experimental import multihost_utils
@@ -36,7 +47,6 @@ def main() -> None:
     from adjoint_lab.ssm.layouts import layer_shardings
     from tests.ssm.test_layouts import CONFIG, T, tokens_for
 
-    assert jax.process_count() == int(num_processes) and jax.device_count() == 4
     # Every process builds the same weights and tokens (same seeds), as host numpy arrays.
     model = ssm.SSMLM(CONFIG, rngs=nnx.Rngs(0))
     weights = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
@@ -53,7 +63,8 @@ def main() -> None:
             "adjoint",
         ),
     }
-    for layout, (mesh, method) in runs.items():
+    for layout in layouts:
+        mesh, method = runs[layout]
         if layout == "layer":
             shardings = layer_shardings(mesh, weights)
         else:
@@ -70,8 +81,7 @@ def main() -> None:
             for path, leaf in jax.tree_util.tree_leaves_with_path({"loss": loss, **grads})
         }
         gathered = multihost_utils.process_allgather(flat, tiled=True)
-        np.savez(Path(out_dir) / f"{layout}{jax.process_index()}.npz", **gathered)
-    print(f"process {process_id}: devices {jax.device_count()}, ok")
+        np.savez(out_dir / f"{layout}{jax.process_index()}.npz", **gathered)
 
 
 if __name__ == "__main__":

@@ -192,14 +192,20 @@ def test_two_processes_match_one(tmp_path):
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (_out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
+    assert_layouts_match_one_device(tmp_path, ("layer", "sequence"))
+
+
+def assert_layouts_match_one_device(out_dir: Path, layouts: tuple[str, ...]) -> None:
+    """The two processes' `<layout><process>.npz` (tests/ssm/layouts_worker.py) agree with
+    each other exactly, and with one process's single-device gradients to 1e-10."""
     _, weights, tokens = weights_and_tokens()
     ref_loss, ref = ssm.gradient_function(CONFIG, ssm.Adjoint(), T)(weights, tokens)
     flat_ref = {
         "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
         for path, leaf in jax.tree_util.tree_leaves_with_path({"loss": ref_loss, **ref})
     }
-    for layout in ("layer", "sequence"):
-        first, second = (dict(np.load(tmp_path / f"{layout}{i}.npz")) for i in range(2))
+    for layout in layouts:
+        first, second = (dict(np.load(out_dir / f"{layout}{i}.npz")) for i in range(2))
         assert first.keys() == flat_ref.keys()
         for name in first:
             np.testing.assert_array_equal(first[name], second[name])

@@ -1,4 +1,5 @@
-"""One process of a multi-process training run (launched by test_multiprocess.py).
+"""One process of a multi-process run (launched by test_multiprocess.py): the training loop,
+then the SSM layer layout's gradients (`tests.ssm.layouts_worker`), in one launch.
 
 Usage: python -m tests.train.multiprocess_worker PROCESS_ID NUM_PROCESSES PORT RUN_DIR
 """
@@ -48,6 +49,9 @@ def main() -> None:
     # Parameters are replicated: every process holds a full copy.
     local = jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), result.params)
     np.savez(Path(run_dir) / f"params{jax.process_index()}.npz", **local)
+    from tests.ssm.layouts_worker import write_layout_gradients
+
+    write_layout_gradients(Path(run_dir), ("layer",))
     print(f"process {process_id}: devices {jax.device_count()}, mesh {dict(mesh.shape)}")
 
 

@@ -1,4 +1,5 @@
-"""Two JAX processes on localhost (jax.distributed) train like one process with 4 devices."""
+"""Two JAX processes on localhost (jax.distributed) train like one process with 4 devices, and
+give the SSM layer layout's single-device gradients with the layers split across processes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from adjoint_lab.config.schema import MeshConfig, OptimConfig, TrainConfig
 from adjoint_lab.train import Checkpointer, fit, make_mesh, make_optimizer
 from tests.helpers import regression_task
+from tests.ssm.test_layouts import assert_layouts_match_one_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,3 +71,6 @@ def test_two_processes_match_one(tmp_path):
         np.testing.assert_array_equal(multi[name], other[name])
     # Both processes wrote one orbax checkpoint between them.
     assert Checkpointer(tmp_path / "multi" / "checkpoints").steps() == [3, 6]
+    # The layer layout across the two processes: its ppermutes cross a process boundary.
+    # (tests/ssm/test_layouts.py::test_two_processes_match_one, slow, adds the sequence one.)
+    assert_layouts_match_one_device(tmp_path / "multi", ("layer",))
