@@ -19,6 +19,7 @@ import jax.core
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Int, PyTree, Real
 
+from ._controllers import WrappedAdaptiveController
 from .gradients import AbstractGradientMethod, CheckpointedBackprop
 from .reversible import Reversible, ReversibleHeun
 
@@ -295,30 +296,13 @@ def _evaluation_rule(
     return _EvaluationRule(stages=stages, fsal=fsal, initial=initial)
 
 
-class _CountFirstStages(diffrax.AbstractAdaptiveStepSizeController):
+class _CountFirstStages(WrappedAdaptiveController):
     """Wraps an adaptive controller to count the steps whose FSAL cache is stale.
 
     The state carries `(inner state, cache stale?, count)`. diffrax's explicit RK solvers
     evaluate their first stage on the first step and after a jump, and a rejected step keeps
     the old solver state; which of these happen is known only at run time.
     """
-
-    controller: diffrax.AbstractAdaptiveStepSizeController
-
-    @property
-    def rtol(self):
-        return self.controller.rtol
-
-    @property
-    def atol(self):
-        return self.controller.atol
-
-    @property
-    def norm(self):  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.controller.norm
-
-    def wrap(self, direction):
-        return _CountFirstStages(self.controller.wrap(direction))  # pyright: ignore[reportCallIssue]
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
