@@ -139,9 +139,11 @@ def test_a_method_lacking_an_option_the_experiment_sets_names_the_method():
         (("gradient=interpolating", "gradient.checkpoints=4"), "InterpolatingAdjoint", "Tsit5"),
         (("gradient=quadrature", "gradient.nodes=5"), "QuadratureAdjoint", "Tsit5"),
         (("gradient=gauss", "gradient.nodes=2"), "GaussAdjoint", "Tsit5"),
+        (("gradient=direct", "gradient.max_steps=96"), "DirectBackprop", "Tsit5"),
+        (("gradient=checkpointed", "gradient.checkpoints=3"), "CheckpointedBackprop", "Tsit5"),
     ],
 )
-def test_the_new_ode_adjoints_are_chosen_from_config(overrides, gradient, solver):
+def test_the_ode_gradient_methods_are_chosen_from_config(overrides, gradient, solver):
     from adjoint_lab.config.build import build_integrator
 
     config = load(*overrides)
@@ -150,7 +152,7 @@ def test_the_new_ode_adjoints_are_chosen_from_config(overrides, gradient, solver
     assert type(integrator.solver).__name__ == solver
     if solver == "Reversible":
         assert integrator.solver.coupling == 0.5
-    for option in ("checkpoints", "nodes"):
+    for option in ("checkpoints", "nodes", "max_steps"):
         given = [o for o in overrides if o.startswith(f"gradient.{option}=")]
         if given:
             assert getattr(integrator.gradient, option) == int(given[0].split("=")[1])
