@@ -10,6 +10,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import diffrax
@@ -382,11 +383,15 @@ class EvaluationCount:
         re-solve of y in the continuous adjoint method.
     - `backward_vjp`: vector-Jacobian products of the vector field in the backward pass.
     - `backward` (property): `backward_recomputed + backward_vjp`.
+    - `gradient`: the gradient of the counted `jax.value_and_grad` call, as
+        `eqx.filter_grad` of `lambda fa: loss(fa[0], *fa[1:])` gives it at
+        `(vector_field, *args)`: one compilation gives both the counts and the gradient.
     """
 
     forward: int
     backward_recomputed: int
     backward_vjp: int
+    gradient: Any = dataclass_field(default=None, repr=False, compare=False)
 
     @property
     def backward(self) -> int:
@@ -472,8 +477,8 @@ def count_evaluations(
 
     **Returns:**
 
-    An `EvaluationCount` with `forward`, `backward_recomputed`, `backward_vjp` and
-    `backward`.
+    An `EvaluationCount` with `forward`, `backward_recomputed`, `backward_vjp`,
+    `backward` and the `gradient`.
     """
     counter = _Counter()
     counted = _CountedField(vector_field, counter)
@@ -488,10 +493,13 @@ def count_evaluations(
         field_, args_ = eqx.combine(diff_, static_)
         return loss(field_, *args_)
 
-    jax.block_until_ready(eqx.filter_jit(eqx.filter_value_and_grad(_loss))(diff, static))
+    _, grads = eqx.filter_jit(eqx.filter_value_and_grad(_loss))(diff, static)
+    jax.block_until_ready(grads)
     jax.effects_barrier()
+    counted_grads, args_grads = grads
     return EvaluationCount(
         forward=forward,
         backward_recomputed=counter.primal - forward,
         backward_vjp=counter.vjp,
+        gradient=(counted_grads.field, *args_grads),
     )
